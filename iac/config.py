@@ -1,0 +1,160 @@
+"""Settings of every pipeline step, in one place.
+
+Each step's settings are a frozen dataclass whose defaults are documented next
+to the field. Entry points parse their command line once, build one of these
+and hand it to the core code; nothing below the entry points reads the
+command line or the environment. Settings the paper does not pin down are
+listed with their reasons in ``docs/deviations.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Datasets ``prepare`` knows how to read (``phantom`` is generated).
+DATASETS = ("phantom", "acdc", "brats", "kits", "amos", "nnunet")
+# Skip modules a U-Net can carry in its skip connections.
+SKIPS = ("identity", "attention", "residual", "dense", "iac")
+# DARTS-standard candidate operations, in their canonical order (ties in
+# discretisation and pruning break by this order).
+DARTS_OPS = (
+    "none",
+    "skip_connect",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Flat, JSON-friendly view of a config (paths as strings, tuples as lists)."""
+
+    def conv(v: Any) -> Any:
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, (tuple, list)):
+            return [conv(x) for x in v]
+        if dataclasses.is_dataclass(v):
+            return to_dict(v)
+        return v
+
+    return {f.name: conv(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Settings of ``prepare``: raw dataset folder -> prepared slice store."""
+
+    dataset: str = "phantom"  # one of DATASETS
+    source: Path | None = None  # raw folder as distributed; unused for phantom
+    out: Path = Path("data/prepared/phantom")  # prepared folder (written atomically)
+    spacing: float | None = None  # target in-plane spacing in mm; None = median of the cases
+    slice_size: int | None = None  # square slice side in pixels; None = derived from the data
+    size_multiple: int = 16  # derived slice sizes are rounded up to this (2**depth of the nets)
+    split_seed: int = 0  # seed of the patient-level split
+    val_fraction: float = 0.15  # share of patients in `val`
+    test_fraction: float = 0.30  # share of patients in `test`
+    split_file: Path | None = None  # JSON {"train": [...], "val": [...], "test": [...]} overriding the split
+    modalities: tuple[str, ...] | None = None  # channel subset by name (BraTS: flair,t1,t1ce,t2); None = all
+    amos_modality: str = "ct"  # AMOS22: "ct" (ids <= 500), "mri" (ids > 500) or "all"
+    ct_clip: tuple[float, float] = (0.5, 99.5)  # CT: foreground percentiles to clip to (nnU-Net)
+    workers: int = 2  # parallel worker processes (one patient each)
+    skip_bad: bool = False  # skip invalid cases and list them in bad_cases.json instead of failing
+    phantom_patients: int = 34  # phantom cohort size (>= 16 train and >= 10 test with the default fractions)
+    phantom_seed: int = 0  # seed of the phantom generator
+    phantom_size: int = 64  # phantom in-plane matrix (pixels, before resampling)
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Which U-Net to build."""
+
+    name: str = "unet"  # unet | resunet | basicunet (see iac.models.backbones)
+    preset: str = "small"  # size preset (see iac.models.backbones.PRESETS)
+    spatial_dims: int = 2
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of ``retrain``: train a U-Net with a given skip module."""
+
+    data: Path = Path("data/prepared/phantom")
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    skip: str = "identity"  # one of SKIPS
+    genotype: str | None = None  # models:/ URI or path to genotype.json (skip=iac)
+    epochs: int = 30
+    lr: float = 1e-3  # AdamW learning rate
+    weight_decay: float = 1e-4  # AdamW weight decay
+    lr_schedule: str = "cosine"  # cosine | constant
+    batch_size: int = 16
+    seed: int = 0
+    augment: bool = False  # MONAI spatial + intensity augmentation on training slices
+    pretrained: str | None = None  # registered U-Net (models:/...) to start from
+    resume: str | None = None  # run id whose last checkpoint to continue
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # mixed precision (CUDA only; ignored on CPU)
+    channels_last: bool = True  # channels-last memory format (CUDA only)
+    num_workers: int = 0  # DataLoader workers (0: the store is memory-mapped and fast)
+    val_every: int = 1  # validate every N epochs (patient-level Dice)
+    max_slices_per_epoch: int | None = None  # cap on slices per epoch (None: all)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Settings of ``evaluate``."""
+
+    model: str = ""  # models:/name@alias, models:/name/N or runs:/id/path
+    data: Path = Path("data/prepared/phantom")
+    split: str = "test"  # train | val | test
+    empty_policy: str = "dice1_hd0"  # both empty: Dice 1, HD95 0; one empty: Dice 0, HD95 = diagonal
+    save_predictions: bool = False  # also write NIfTI predictions on each patient's original grid
+    batch_size: int = 32
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Settings shared by ``search_full`` and ``search_lth``."""
+
+    data: Path = Path("data/prepared/phantom")
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    epochs: int = 200  # the paper's full-search budget
+    pretrained: str | None = None  # registered baseline U-Net; None = train one first
+    freeze_backbone: bool = True  # frozen modules stay in eval mode
+    warmup_epochs: int = 15  # weight-only epochs before architecture steps (clamped to epochs // 2)
+    w_lr: float = 3e-3  # cell weight learning rate (AdamW)
+    w_weight_decay: float = 1e-4
+    arch_lr: float = 6e-4  # PC-DARTS architecture Adam
+    arch_betas: tuple[float, float] = (0.5, 0.999)
+    arch_weight_decay: float = 1e-3
+    batch_size: int = 16
+    ops: tuple[str, ...] = DARTS_OPS
+    nodes: int = 4  # intermediate nodes per cell
+    k: int = 4  # PC-DARTS partial-channel ratio
+    cell_channels: int = 16  # cell width C (inputs are projected to it)
+    cell_inputs: str = "skip+up"  # "skip+up" (skip feature and decoder feature) or "skip"
+    per_level: bool = False  # one architecture per skip level instead of one shared genotype
+    steps_per_node: int = 2  # incoming edges kept per node at discretisation
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    resume: str | None = None
+    max_slices_per_epoch: int | None = None
+
+
+@dataclass(frozen=True)
+class StabilityConfig:
+    """IAC-LTH stability test and progressive pruning (``search_lth``)."""
+
+    tau: float = 1e-3  # JS divergence (base 2) threshold
+    patience: int = 3  # consecutive stable checks required
+    window: int = 1  # compare with the distribution `window` checks earlier
+    check_every: int = 50  # architecture steps between two checks (not epochs)
+    smoothing: float = 0.0  # EMA factor on the distributions (0 = none)
+    keep_schedule: tuple[int, ...] = (3, 2, 1)  # top-k kept at successive stabilities
