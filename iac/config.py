@@ -158,3 +158,21 @@ class StabilityConfig:
     check_every: int = 50  # architecture steps between two checks (not epochs)
     smoothing: float = 0.0  # EMA factor on the distributions (0 = none)
     keep_schedule: tuple[int, ...] = (3, 2, 1)  # top-k kept at successive stabilities
+
+
+@dataclass(frozen=True)
+class StatsConfig:
+    """Settings of ``stats``: patient-level paired comparisons of evaluate runs."""
+
+    reference: str = "iac-lth"  # method every other method is compared with
+    metrics: tuple[str, ...] = ("dice", "hd95")  # per-case columns tested (each its own Holm family)
+    alpha: float = 0.05  # level of the Holm-corrected tests and of each one-sided TOST test
+    margin: float = 0.01  # equivalence margin on the Dice scale [0, 1]
+    hd95_margin: float | None = None  # equivalence margin for HD95 in mm; None = no TOST on HD95
+    min_pairs: int = 10  # fewest patients a comparison may rest on (exact p >= 2 / 2**n)
+    zero_method: str = "zsplit"  # scipy wilcoxon zero handling: zero differences keep their patient
+    exact_max_n: int = 50  # exact signed-rank p up to this many pairs (no ties, no zeros)
+    n_boot: int = 10000  # bootstrap resamples of the median paired difference
+    ci_level: float = 0.95  # percentile bootstrap interval level
+    bootstrap_seed: int = 0  # every comparison's bootstrap starts from this seed
+    average_frames: bool = True  # ACDC: mean of the frames per patient; False = one analysis per frame
