@@ -1,0 +1,48 @@
+"""Slice-wise prediction of whole volumes with a 2-D network."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+@torch.no_grad()
+def predict_volume(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    device: torch.device | str = "cpu",
+    batch_size: int = 32,
+    return_probs: bool = False,
+) -> np.ndarray:
+    """Predict a label map for every slice of a preprocessed volume.
+
+    Args:
+        model: network mapping (B, C, H, W) images to (B, K, H, W) logits.
+        image: preprocessed volume, (C, Z, H, W) float32.
+        device: where to run the network.
+        batch_size: slices per forward pass.
+        return_probs: return softmax probabilities (K, Z, H, W) instead of labels.
+
+    Returns:
+        Label map (Z, H, W) uint8, or probabilities (K, Z, H, W) float32.
+    """
+    if image.ndim != 4:
+        raise ValueError(f"expected a (C, Z, H, W) volume, got shape {tuple(image.shape)}")
+    was_training = model.training
+    model.eval()
+    device = torch.device(device)
+    outs = []
+    n_slices = image.shape[1]
+    for start in range(0, n_slices, batch_size):
+        # (C, b, H, W) -> (b, C, H, W)
+        chunk = np.ascontiguousarray(np.moveaxis(image[:, start : start + batch_size], 1, 0))
+        x = torch.from_numpy(chunk).float().to(device)
+        logits = model(x)  # (b, K, H, W)
+        if return_probs:
+            outs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+        else:
+            outs.append(logits.argmax(dim=1).to(torch.uint8).cpu().numpy())
+    model.train(was_training)
+    if return_probs:
+        return np.moveaxis(np.concatenate(outs, axis=0), 1, 0)  # (K, Z, H, W)
+    return np.concatenate(outs, axis=0)  # (Z, H, W)

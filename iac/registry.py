@@ -1,0 +1,293 @@
+"""The only module that talks to MLflow's model registry.
+
+Two families of registered models:
+
+- ``iac-unet-<dataset>-<backbone>``: trained U-Nets, an MLflow pyfunc model
+  from code (``iac/serving_model.py``) with safetensors weights and a JSON
+  config; version tags ``skip``, ``seed``, ``val_dice``, ``data_fingerprint``,
+  ``pretrained`` and, for ``skip=iac``, ``genotype``.
+- ``iac-cell-<dataset>-<backbone>``: discretised genotypes; each version's
+  source is the search run's ``genotype`` artifact folder and its tags carry
+  ``method``, ``search_seconds``, ``epochs_run``, ``seed``,
+  ``data_fingerprint``, ``pretrained``, ``genotype_json`` and later ``val_dice``.
+
+Champion lookup: alias ``champion`` goes to the best ``val_dice`` among the
+versions that share the ``data_fingerprint`` of the version just scored, and
+alias ``champion-<first 8 characters of the fingerprint>`` to the best of each
+fingerprint, so the champion of every prepared dataset stays reachable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+UNET_PREFIX = "iac-unet"
+CELL_PREFIX = "iac-cell"
+CHAMPION = "champion"
+_PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def unet_model_name(dataset: str, backbone: str) -> str:
+    """Registered-model name of trained U-Nets (``backbone`` includes a non-default preset)."""
+    return f"{UNET_PREFIX}-{dataset}-{backbone}"
+
+
+def cell_model_name(dataset: str, backbone: str) -> str:
+    """Registered-model name of searched cells."""
+    return f"{CELL_PREFIX}-{dataset}-{backbone}"
+
+
+def _client():
+    import mlflow
+
+    return mlflow.MlflowClient()
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved registry reference."""
+
+    name: str
+    version: str
+    tags: dict[str, str]
+    source: str
+    run_id: str | None
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """Split ``models:/name/N`` or ``models:/name@alias`` into (name, version, alias)."""
+    if not uri.startswith("models:/"):
+        raise ValueError(f"not a registry URI: {uri!r} (expected models:/name/N or models:/name@alias)")
+    rest = uri[len("models:/") :].strip("/")
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        return name, None, alias
+    if "/" in rest:
+        name, version = rest.rsplit("/", 1)
+        return name, version, None
+    raise ValueError(f"registry URI {uri!r} names no version or alias (use models:/{rest}/1 or models:/{rest}@champion)")
+
+
+def resolve(uri: str) -> ModelRef:
+    """Resolve a ``models:/`` URI to its model version, with a clear error when missing."""
+    from mlflow.exceptions import MlflowException
+
+    name, version, alias = parse_models_uri(uri)
+    client = _client()
+    try:
+        mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+    except MlflowException as e:
+        try:
+            versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+        except MlflowException:
+            versions = []
+        hint = f"known versions: {versions}" if versions else f"no registered model named {name!r}"
+        raise ValueError(f"cannot resolve {uri!r}: {hint}") from e
+    return ModelRef(name=mv.name, version=str(mv.version), tags=dict(mv.tags), source=mv.source, run_id=mv.run_id)
+
+
+def set_version_tags(name: str, version: str, tags: dict[str, Any]) -> None:
+    """Set model-version tags (values stringified)."""
+    client = _client()
+    for k, v in tags.items():
+        client.set_model_version_tag(name, str(version), k, str(v))
+
+
+# --------------------------------------------------------------------- U-Nets
+
+
+def register_unet(
+    run_id: str,
+    state_dict: dict,
+    config: dict[str, Any],
+    name: str,
+    tags: dict[str, Any],
+) -> ModelRef:
+    """Log a trained U-Net as a pyfunc model in ``run_id`` and register it.
+
+    Args:
+        run_id: the training run that owns the model.
+        state_dict: network weights (moved to CPU before saving).
+        config: JSON config understood by :func:`iac.serving.build_network`.
+        name: registered-model name (see :func:`unet_model_name`).
+        tags: model-version tags.
+
+    Returns:
+        The new model version.
+    """
+    import mlflow
+    from safetensors.torch import save_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "model.safetensors"
+        cfg_path = Path(tmp) / "model_config.json"
+        save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(weights))
+        cfg_path.write_text(json.dumps(config, indent=2, sort_keys=True))
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == run_id:
+            info = _log_unet(weights, cfg_path, name)
+        else:
+            with mlflow.start_run(run_id=run_id):
+                info = _log_unet(weights, cfg_path, name)
+    version = str(info.registered_model_version)
+    set_version_tags(name, version, tags)
+    return resolve(f"models:/{name}/{version}")
+
+
+def _log_unet(weights: Path, cfg_path: Path, name: str):
+    import mlflow
+
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(_PROJECT_ROOT / "iac" / "serving_model.py"),
+        artifacts={"weights": str(weights), "config": str(cfg_path)},
+        code_paths=[str(_PROJECT_ROOT / "iac")],
+        registered_model_name=name,
+    )
+
+
+def download_model_files(uri: str, dst: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
+    """Download a registered U-Net's weights file; returns (weights path, config)."""
+    import mlflow
+
+    dst = Path(dst) if dst else Path(tempfile.mkdtemp(prefix="iac-model-"))
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+    weights = next(local.rglob("model.safetensors"), None)
+    cfg = next(local.rglob("model_config.json"), None)
+    if weights is None or cfg is None:
+        raise ValueError(f"{uri!r} is not an IAC U-Net (no model.safetensors / model_config.json inside)")
+    return weights, json.loads(cfg.read_text())
+
+
+def load_unet(uri: str, device: str = "cpu"):
+    """Load a registered (or ``runs:/``) U-Net as a torch module without unpickling.
+
+    Returns:
+        (network on ``device`` in eval mode, its config dict, the version's tags)
+    """
+    from iac.serving import load_network
+
+    tmp = tempfile.mkdtemp(prefix="iac-model-")
+    try:
+        weights, config = download_model_files(uri, tmp)
+        net = load_network(weights, config, device=device)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    tags = resolve(uri).tags if uri.startswith("models:/") else {}
+    return net, config, tags
+
+
+# ------------------------------------------------------------------ genotypes
+
+
+def register_genotype(run_id: str, artifact_uri: str, genotype_json: str, name: str, tags: dict[str, Any]) -> ModelRef:
+    """Register a genotype logged by a search run as a new version of ``name``.
+
+    Args:
+        run_id: the search run.
+        artifact_uri: URI of the run's ``genotype`` artifact folder (the version's source).
+        genotype_json: the genotype's JSON text (also stored as tag ``genotype_json``).
+        name: registered-model name (see :func:`cell_model_name`).
+        tags: other version tags (``method``, ``search_seconds``, ...).
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="IAC cells (genotypes) searched on this dataset and backbone")
+    all_tags = {k: str(v) for k, v in tags.items()}
+    all_tags["genotype_json"] = genotype_json
+    mv = client.create_model_version(name, source=artifact_uri, run_id=run_id, tags=all_tags)
+    return ModelRef(name=mv.name, version=str(mv.version), tags=dict(mv.tags), source=mv.source, run_id=mv.run_id)
+
+
+def load_genotype_json(ref: str) -> tuple[str, dict[str, str]]:
+    """Genotype JSON text from ``models:/...``, ``runs:/...`` or a file path (no code executed).
+
+    Returns:
+        (JSON text, the model version's tags or ``{}``)
+    """
+    import mlflow
+
+    if ref.startswith("models:/"):
+        mv = resolve(ref)
+        if "genotype_json" not in mv.tags:
+            raise ValueError(f"{ref!r} carries no genotype_json tag: is it a registered cell ({CELL_PREFIX}-...)?")
+        return mv.tags["genotype_json"], mv.tags
+    if ref.startswith("runs:/"):
+        uri = ref if ref.endswith(".json") else ref.rstrip("/") + "/genotype/genotype.json"
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri)
+        return Path(local).read_text(), {}
+    path = Path(ref)
+    if not path.is_file():
+        raise ValueError(f"genotype {ref!r}: no such file (give a models:/ URI, runs:/ URI or a genotype.json path)")
+    return path.read_text(), {}
+
+
+# ------------------------------------------------------------------ champions
+
+
+def _float_tag(tags: dict[str, str], key: str) -> float | None:
+    try:
+        v = float(tags[key])
+    except (KeyError, ValueError):
+        return None
+    return None if math.isnan(v) else v
+
+
+def update_champion(name: str, fingerprint: str) -> ModelRef | None:
+    """Point ``champion`` (and ``champion-<fp8>``) at the best ``val_dice`` of one fingerprint.
+
+    Ties go to the older version (the first to reach that score).
+    """
+    best = best_version(name, fingerprint=fingerprint)
+    if best is None:
+        return None
+    client = _client()
+    client.set_registered_model_alias(name, CHAMPION, best.version)
+    client.set_registered_model_alias(name, f"{CHAMPION}-{fingerprint[:8]}", best.version)
+    return best
+
+
+def versions(name: str) -> list[ModelRef]:
+    """All versions of a registered model, oldest first (empty when it does not exist)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = _client().search_model_versions(f"name='{name}'")
+    except MlflowException:
+        return []
+    refs = [ModelRef(v.name, str(v.version), dict(v.tags), v.source, v.run_id) for v in found]
+    return sorted(refs, key=lambda r: int(r.version))
+
+
+def best_version(name: str, fingerprint: str | None = None, method: str | None = None) -> ModelRef | None:
+    """Best version by ``val_dice`` tag, optionally within one fingerprint / search method."""
+    candidates = [
+        v
+        for v in versions(name)
+        if _float_tag(v.tags, "val_dice") is not None
+        and (fingerprint is None or v.tags.get("data_fingerprint") == fingerprint)
+        and (method is None or v.tags.get("method") == method)
+    ]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda v: (_float_tag(v.tags, "val_dice"), -int(v.version)))
+
+
+def registered_models(prefixes: Iterable[str] = (UNET_PREFIX, CELL_PREFIX)) -> list[str]:
+    """Names of registered models whose name starts with one of ``prefixes``."""
+    names = [m.name for m in _client().search_registered_models()]
+    return sorted(n for n in names if any(n.startswith(p) for p in prefixes))
