@@ -78,6 +78,7 @@ class BackboneConfig:
     name: str = "unet"  # unet | resunet | basicunet (see iac.models.backbones)
     preset: str = "small"  # size preset (see iac.models.backbones.PRESETS)
     spatial_dims: int = 2
+    features: tuple[int, ...] | None = None  # widths per level overriding the preset's; None = the preset's
 
 
 @dataclass(frozen=True)
