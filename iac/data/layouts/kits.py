@@ -15,7 +15,8 @@ KiTS23 ``kidney`` {1, 2, 3} (kidney and masses), ``masses`` {2, 3} and
 Version rule (labels are never decoded to guess it): option ``kits_version``
 (``19`` or ``23``) when given; else KiTS23 when ``kits23.json`` is present, a
 case id is 300 or more (KiTS19 stops at case_00299), a case folder has an
-``instances/`` subfolder, or the source path names ``kits23``; else KiTS19.
+``instances/`` subfolder, or the name of the source folder or of its parent
+contains ``kits23``; else KiTS19.
 KiTS19 cases 210..299 are the official test set and ship without
 segmentation: they are skipped; any other case without one is an error.
 """
@@ -69,7 +70,7 @@ def detect_version(source: Path, root: Path, dirs: list[Path], options: dict) ->
         return "23"
     if any((d / "instances").is_dir() for d in dirs):
         return "23"
-    if any("kits23" in part.lower() for part in source.resolve().parts):
+    if any("kits23" in p.name.lower() for p in (source.resolve(), source.resolve().parent)):
         return "23"
     return "19"
 
