@@ -104,6 +104,9 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader workers (0: the store is memory-mapped and fast)
     val_every: int = 1  # validate every N epochs (patient-level Dice)
     max_slices_per_epoch: int | None = None  # cap on slices per epoch (None: all)
+    dice_weight: float = 1.0  # weight of the Dice term in the Dice + cross-entropy loss
+    ce_weight: float = 1.0  # weight of the cross-entropy term
+    min_lr: float = 0.0  # final learning rate of the cosine schedule
 
 
 @dataclass(frozen=True)
@@ -177,3 +180,80 @@ class StatsConfig:
     ci_level: float = 0.95  # percentile bootstrap interval level
     bootstrap_seed: int = 0  # every comparison's bootstrap starts from this seed
     average_frames: bool = True  # ACDC: mean of the frames per patient; False = one analysis per frame
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Epoch budgets of one whole study (``main``).
+
+    Every compared U-Net gets the same total training: the baseline's
+    ``baseline_epochs`` plus ``extra_epochs`` more from the baseline's weights
+    (the plain U-Net continued, each skip baseline, and each implanted cell).
+    """
+
+    baseline_epochs: int  # plain U-Net trained from scratch (the pre-trained network)
+    extra_epochs: int  # further epochs of every variant started from the baseline
+    search_epochs: int  # full search budget (LTH stops at most here)
+    warmup_epochs: int  # search warm-up before architecture steps
+    stability: StabilityConfig  # LTH criterion for this budget
+    max_slices_per_epoch: int | None = None  # cap on slices per epoch (None: all)
+    phantom_patients: int = 34  # cohort size when dataset=phantom
+    phantom_size: int = 64  # phantom in-plane matrix
+    min_pairs: int = 10  # stats: fewest paired patients
+
+
+# Named budgets of ``main``. `quick` fits a 2-core CPU in about 15 minutes and
+# is a smoke-sized study; `smoke` runs in the test suite; `paper` is the
+# paper's 200-epoch full search (GPU hosts).
+BUDGETS: dict[str, Budget] = {
+    "smoke": Budget(
+        baseline_epochs=1,
+        extra_epochs=1,
+        search_epochs=4,
+        warmup_epochs=1,
+        stability=StabilityConfig(tau=0.05, patience=1, window=1, check_every=1),
+        max_slices_per_epoch=16,
+        phantom_patients=22,
+        phantom_size=32,
+    ),
+    "quick": Budget(
+        baseline_epochs=12,
+        extra_epochs=6,
+        search_epochs=24,
+        warmup_epochs=4,
+        stability=StabilityConfig(tau=2e-3, patience=2, window=1, check_every=10),
+        max_slices_per_epoch=None,
+        phantom_patients=34,
+        phantom_size=64,
+    ),
+    "paper": Budget(
+        baseline_epochs=200,
+        extra_epochs=100,
+        search_epochs=200,
+        warmup_epochs=15,
+        stability=StabilityConfig(),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class MainConfig:
+    """Settings of ``main``: the whole study for one dataset."""
+
+    dataset: str = "phantom"
+    source: Path | None = None  # raw folder (not for phantom)
+    data: Path | None = None  # prepared folder; None = data/prepared/<dataset>
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    budget: str = "quick"  # one of BUDGETS
+    seeds: tuple[int, ...] = (0,)  # search seeds (repeated searches)
+    baseline_epochs: int | None = None  # overrides of the budget, each None = the budget's
+    extra_epochs: int | None = None
+    search_epochs: int | None = None
+    warmup_epochs: int | None = None
+    tau: float | None = None
+    patience: int | None = None
+    window: int | None = None
+    check_every: int | None = None
+    skips: tuple[str, ...] = ("attention", "residual", "dense")  # skip baselines trained
+    device: str = "auto"
+    report_dir: Path = Path("outputs")  # the study report is written below it (and logged)
