@@ -54,7 +54,9 @@ def discover(source: Path, options: dict) -> Discovery:
         raise DataError(f"amos_modality={mode!r} is not valid; expected one of {', '.join(_MODES)}")
     meta_path = source / "dataset.json"
     if not meta_path.is_file():
-        raise DataError(f"{source}: no dataset.json; expected the AMOS22 folder with dataset.json, imagesTr/, labelsTr/")
+        raise DataError(
+            f"{source}: no dataset.json; expected the AMOS22 folder with dataset.json, imagesTr/, labelsTr/"
+        )
     label_names, _ = parse_labels(read_json(meta_path).get("labels"), meta_path)
 
     require_dir(source / "imagesTr", "AMOS22 training images next to dataset.json")
