@@ -1,0 +1,146 @@
+"""What every step's click command shares: option checks and the MLflow run.
+
+Only the commands (and ``iac.registry``) import MLflow. A command parses and
+validates its options, builds the step's config, opens a run with
+:func:`step_run`, and hands an :class:`iac.tracking.MlflowTracker` to the core.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import logging
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import click
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("alembic", "mlflow.store", "urllib3", "git"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def one_of(name: str, value: str, valid: Sequence[str]) -> str:
+    """Return ``value`` if valid, else raise a usage error that lists the valid names."""
+    if value in valid:
+        return value
+    close = difflib.get_close_matches(value, list(valid), n=1)
+    hint = f" — did you mean {close[0]!r}?" if close else ""
+    raise click.BadParameter(f"{value!r} is not one of {', '.join(valid)}{hint}", param_hint=f"--{name}")
+
+
+def optional(value: str | None) -> str | None:
+    """MLflow passes unset string parameters as '' (or 'none'); map them to None."""
+    if value is None:
+        return None
+    v = str(value).strip()
+    return None if v.lower() in ("", "none", "null") else v
+
+
+def positive(name: str, value: float, allow_zero: bool = False) -> float:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise click.BadParameter(f"must be {'>= 0' if allow_zero else '> 0'}, got {value}", param_hint=f"--{name}")
+    return value
+
+
+def prepared_folder(name: str, value: str) -> Path:
+    """A prepared dataset folder that exists and has a manifest."""
+    p = Path(value).expanduser()
+    if not (p / "manifest.json").is_file():
+        raise click.BadParameter(
+            f"{value!r} is not a prepared dataset folder (no manifest.json); run `prepare` first",
+            param_hint=f"--{name}",
+        )
+    return p
+
+
+def model_ref(name: str, value: str) -> str:
+    """A model reference: models:/name/N, models:/name@alias or runs:/id/path."""
+    if not value.startswith(("models:/", "runs:/")):
+        raise click.BadParameter(
+            f"{value!r} is not a model URI (expected models:/name/N, models:/name@alias or runs:/<run id>/model)",
+            param_hint=f"--{name}",
+        )
+    return value
+
+
+def git_commit() -> str | None:
+    """The project's git commit (None outside a checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10, check=True
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def git_dirty() -> bool:
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        return bool(out.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@contextlib.contextmanager
+def step_run(
+    step: str,
+    tags: dict[str, Any],
+    run_name: str | None = None,
+    experiment: str | None = None,
+    system_metrics: bool = False,
+    run_id: str | None = None,
+) -> Iterator[Any]:
+    """Open the MLflow run of one step and tag it.
+
+    Under ``mlflow run`` the run already exists (``MLFLOW_RUN_ID``) and is
+    resumed; otherwise a new run starts in ``experiment`` (or the active/default
+    one). A nested call inside an active run (the ``main`` pipeline calling steps
+    directly) starts a child run. The run ends FAILED when the step raises.
+    """
+    import mlflow
+
+    if experiment and not os.environ.get("MLFLOW_RUN_ID"):
+        mlflow.set_experiment(experiment)
+    nested = mlflow.active_run() is not None
+    kwargs: dict[str, Any] = {"run_name": run_name, "nested": nested, "log_system_metrics": system_metrics}
+    if run_id:
+        kwargs = {"run_id": run_id, "log_system_metrics": system_metrics, "nested": nested}
+    with mlflow.start_run(**kwargs) as run:
+        commit = git_commit()
+        all_tags = {"step": step, **{k: v for k, v in tags.items() if v is not None}}
+        if commit:
+            all_tags["iac.git_commit"] = commit
+            all_tags["iac.git_dirty"] = str(git_dirty()).lower()
+        mlflow.set_tags({k: str(v) for k, v in all_tags.items()})
+        yield run
+
+
+def tracker_for(run) -> Any:
+    from iac.tracking import MlflowTracker
+
+    return MlflowTracker(run.info.run_id)
+
+
+def echo_done(step: str, run, extra: str = "") -> None:
+    """Tell the user where to look."""
+    import mlflow
+
+    click.echo(
+        f"{step}: run {run.info.run_id} finished{(' — ' + extra) if extra else ''}\n"
+        f"  tracking store: {mlflow.get_tracking_uri()}  (browse with `mlflow ui --backend-store-uri {mlflow.get_tracking_uri()}`)"
+    )

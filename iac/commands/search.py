@@ -1,0 +1,385 @@
+"""``search_full`` and ``search_lth``: one command body, two policies.
+
+Both search a cell in the skips of a trained baseline U-Net
+(:func:`iac.nas.search.run_search`); ``search_lth`` adds the Jensen–Shannon
+stability test and progressive pruning. Each logs the trajectory, plots and
+``genotype.json`` and registers the genotype as ``iac-cell-<dataset>-<backbone>``.
+
+Resumption: ``resume=<run id>`` continues a killed search from that run's
+``checkpoints/last.pt`` in a *new* run tagged ``resumed_from=<run id>``; the
+result equals an uninterrupted search (CPU, same seed), and
+``search_seconds`` adds the time already spent in the killed run.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import click
+
+from iac.commands.common import (
+    echo_done,
+    one_of,
+    optional,
+    positive,
+    prepared_folder,
+    setup_logging,
+    step_run,
+    tracker_for,
+)
+from iac.config import DARTS_OPS, BackboneConfig, SearchConfig, StabilityConfig, TrainConfig, to_dict
+
+METHODS = ("full", "lth")
+
+
+def _baseline(cfg: SearchConfig, tags: dict[str, str]) -> str:
+    """Train and register a baseline U-Net when no ``pretrained`` is given."""
+    from iac.commands.retrain import run_retrain
+
+    click.echo("no pretrained U-Net given: training a baseline first (skip=identity)")
+    tcfg = TrainConfig(data=cfg.data, backbone=cfg.backbone, skip="identity", seed=cfg.seed, device=cfg.device)
+    return run_retrain(tcfg, {k: v for k, v in tags.items() if k.startswith("iac_study")})["model_uri"]
+
+
+def run_search_step(
+    cfg: SearchConfig,
+    method: str,
+    stability: StabilityConfig | None,
+    extra_tags: dict[str, str] | None = None,
+    resume_run: str | None = None,
+    reference_run: str | None = None,
+) -> dict[str, Any]:
+    """Run one search (``method`` full or lth) in its own MLflow run; returns outputs."""
+    import mlflow
+
+    from iac import registry
+    from iac.data.store import PreparedDataset
+    from iac.models import registry_backbone_name
+    from iac.nas.pruning import JSStabilityPruning, NoPruning
+    from iac.nas.search import make_space, run_search
+
+    one_of("method", method, METHODS)
+    data = PreparedDataset(cfg.data)
+    stability = stability or StabilityConfig()
+    pretrained = cfg.pretrained or _baseline(cfg, extra_tags or {})
+    unet, ucfg, utags = registry.load_unet(pretrained, device="cpu")
+    net_cfg = ucfg["network"]
+    backbone = registry_backbone_name(net_cfg["name"], net_cfg.get("preset", "small"))
+    if net_cfg["name"] != cfg.backbone.name:
+        warnings.warn(f"backbone={cfg.backbone.name} but the pretrained U-Net is a {net_cfg['name']}; searching on the latter")
+    space = make_space(cfg)
+    policy = NoPruning() if method == "full" else JSStabilityPruning(space, stability)
+    tags = {
+        "dataset": data.name,
+        "backbone": backbone,
+        "method": method,
+        "seed": cfg.seed,
+        "data_fingerprint": data.fingerprint,
+        "pretrained": pretrained,
+        "resumed_from": resume_run,
+        **(extra_tags or {}),
+    }
+    with step_run(f"search_{method}", tags, run_name=f"search-{method}-s{cfg.seed}") as run:
+        tracker = tracker_for(run)
+        params = {**to_dict(cfg), "method": method, "pretrained": pretrained}
+        params["backbone"] = backbone
+        if method == "lth":
+            params.update({f"lth_{k}": v for k, v in to_dict(stability).items()})
+        else:
+            params["check_every"] = stability.check_every
+        tracker.log_params(params)
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = Path(tmp) / "last.pt"
+            resume_path = None
+            if resume_run:
+                resume_path = Path(
+                    mlflow.artifacts.download_artifacts(
+                        artifact_uri=f"runs:/{resume_run}/checkpoints/last.pt", dst_path=str(Path(tmp) / "resume")
+                    )
+                )
+            result = run_search(
+                cfg,
+                unet,
+                data,
+                policy,
+                tracker=tracker,
+                stability=stability,
+                checkpoint_path=ckpt,
+                resume_from=resume_path,
+                on_epoch=lambda rec: tracker.log_artifact(ckpt, "checkpoints"),
+            )
+            tracker.log_artifact(ckpt, "checkpoints")
+            out_dir = Path(tmp) / "out"
+            gdir = out_dir / "genotype"
+            gdir.mkdir(parents=True)
+            genotype_json = result.genotype.to_json()
+            (gdir / "genotype.json").write_text(genotype_json)
+            (out_dir / "trajectory.json").write_text(json.dumps(result.trajectory))
+            (out_dir / "pruning_log.json").write_text(json.dumps(result.pruning_log, indent=1))
+            tracker.log_artifact(gdir)
+            tracker.log_artifact(out_dir / "trajectory.json")
+            tracker.log_artifact(out_dir / "pruning_log.json")
+            _log_plots(result.trajectory, stability if method == "lth" else None, tracker)
+        summary = {
+            "search_seconds": result.search_seconds,
+            "epochs_run": result.epochs_run,
+            "stopped_early": float(result.stopped_early),
+            "final_val_dice": result.trajectory["epochs"][-1]["val_dice"] if result.trajectory["epochs"] else float("nan"),
+            "pruning_events": len(result.pruning_log),
+        }
+        half = _epoch_time_split(result.trajectory)
+        summary.update(half)
+        if reference_run:
+            summary.update(_compare_with_reference(reference_run, result))
+        tracker.log_metrics(summary)
+        mv = registry.register_genotype(
+            run.info.run_id,
+            f"{run.info.artifact_uri}/genotype",
+            genotype_json,
+            registry.cell_model_name(data.name, backbone),
+            {
+                "method": method,
+                "search_seconds": f"{result.search_seconds:.3f}",
+                "epochs_run": result.epochs_run,
+                "seed": cfg.seed,
+                "data_fingerprint": data.fingerprint,
+                "pretrained": pretrained,
+                "search_run": run.info.run_id,
+                "pruning_events": len(result.pruning_log),
+            },
+        )
+        tracker.set_tags({"genotype": str(result.genotype), "cell_uri": mv.uri})
+        outputs = {
+            "run_id": run.info.run_id,
+            "cell_uri": mv.uri,
+            "search_seconds": result.search_seconds,
+            "epochs_run": result.epochs_run,
+            "genotype": str(result.genotype),
+        }
+        mlflow.set_tag("iac_outputs", json.dumps(outputs))
+    echo_done(
+        f"search_{method}",
+        run,
+        f"{result.epochs_run} epochs in {result.search_seconds:.1f} s; cell {mv.uri}: {result.genotype}",
+    )
+    return outputs
+
+
+def _epoch_time_split(trajectory: dict[str, Any]) -> dict[str, float]:
+    """Mean epoch time before the first pruning event and after the last one."""
+    import numpy as np
+
+    epochs = trajectory["epochs"]
+    if not epochs:
+        return {}
+    times = np.array([e["epoch_seconds"] for e in epochs])
+    out = {"mean_epoch_seconds": float(times.mean())}
+    events = trajectory.get("events", [])
+    if events:
+        first, last = min(e["epoch"] for e in events), max(e["epoch"] for e in events)
+        before = times[: first + 1] if first >= 0 else times[:0]
+        after = times[last + 1 :]
+        if len(before):
+            out["mean_epoch_seconds_before_pruning"] = float(before.mean())
+        if len(after):
+            out["mean_epoch_seconds_after_pruning"] = float(after.mean())
+    return out
+
+
+def genotype_agreement(a, b) -> float:
+    """Share of (node, input, op) choices two genotypes have in common (1.0 = identical)."""
+    def choices(g):
+        out = set()
+        for level, cell in enumerate(g.cells):
+            for n, node in enumerate(cell.nodes):
+                for op, inp in node:
+                    out.add((level, n, int(inp), op))
+        return out
+
+    ca, cb = choices(a), choices(b)
+    return len(ca & cb) / max(len(ca | cb), 1)
+
+
+def _compare_with_reference(reference_run: str, result) -> dict[str, float]:
+    import mlflow
+
+    from iac.nas.genotype import Genotype
+
+    ref = mlflow.get_run(reference_run)
+    ref_secs = ref.data.metrics.get("search_seconds")
+    local = mlflow.artifacts.download_artifacts(artifact_uri=f"runs:/{reference_run}/genotype/genotype.json")
+    ref_geno = Genotype.from_json(Path(local).read_text())
+    out = {"genotype_agreement": genotype_agreement(ref_geno, result.genotype), "genotype_equal": float(ref_geno == result.genotype)}
+    if ref_secs:
+        out["speedup_vs_full"] = ref_secs / max(result.search_seconds, 1e-9)
+        out["reference_search_seconds"] = ref_secs
+    return out
+
+
+def _log_plots(trajectory: dict[str, Any], stability: StabilityConfig | None, tracker) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from iac.nas import plots
+
+    for name, fig in plots.search_figures(trajectory, tau=stability.tau if stability else None).items():
+        tracker.log_figure(fig, f"plots/{name}.png")
+        plt.close(fig)
+
+
+def run_random_cell(cfg: SearchConfig, extra_tags: dict[str, str] | None = None) -> dict[str, Any]:
+    """Register a random genotype from the same search space (``method=random``)."""
+    import mlflow
+    import numpy as np
+
+    from iac import registry
+    from iac.data.store import PreparedDataset
+    from iac.models import registry_backbone_name
+    from iac.nas.genotype import random_genotype
+    from iac.nas.search import make_space
+
+    data = PreparedDataset(cfg.data)
+    space = make_space(cfg)
+    if cfg.pretrained:
+        _, ucfg, _ = registry.load_unet(cfg.pretrained)
+        net_cfg = ucfg["network"]
+        backbone = registry_backbone_name(net_cfg["name"], net_cfg.get("preset", "small"))
+        n_levels = len(net_cfg.get("features", [])) - 1 if cfg.per_level else 1
+    else:
+        backbone, n_levels = registry_backbone_name(cfg.backbone.name, cfg.backbone.preset), 1
+    geno = random_genotype(space, np.random.default_rng(cfg.seed), n_levels=max(1, n_levels))
+    tags = {"dataset": data.name, "backbone": backbone, "method": "random", "seed": cfg.seed, "data_fingerprint": data.fingerprint, **(extra_tags or {})}
+    with step_run("random_cell", tags, run_name=f"random-cell-s{cfg.seed}") as run:
+        with tempfile.TemporaryDirectory() as tmp:
+            gdir = Path(tmp) / "genotype"
+            gdir.mkdir()
+            (gdir / "genotype.json").write_text(geno.to_json())
+            mlflow.log_artifacts(str(gdir), "genotype")
+        mv = registry.register_genotype(
+            run.info.run_id,
+            f"{run.info.artifact_uri}/genotype",
+            geno.to_json(),
+            registry.cell_model_name(data.name, backbone),
+            {"method": "random", "search_seconds": "0", "epochs_run": 0, "seed": cfg.seed, "data_fingerprint": data.fingerprint, "pretrained": cfg.pretrained or ""},
+        )
+        outputs = {"run_id": run.info.run_id, "cell_uri": mv.uri, "genotype": str(geno)}
+        mlflow.set_tag("iac_outputs", json.dumps(outputs))
+    return outputs
+
+
+def search_options(fn):
+    """Options shared by search_full and search_lth."""
+    opts = [
+        click.option("--data", required=True, help="Prepared dataset folder."),
+        click.option("--backbone", default="unet", show_default=True, help="Backbone of the baseline to train when no --pretrained is given."),
+        click.option("--preset", default="small", show_default=True, help="Backbone size preset."),
+        click.option("--epochs", default=200, show_default=True, type=int, help="Search epochs (the paper's full search: 200)."),
+        click.option("--pretrained", default="", help="Registered baseline U-Net (models:/...); empty = train one first."),
+        click.option("--resume", default="", help="Run id of a killed search to continue."),
+        click.option("--freeze-backbone/--no-freeze-backbone", default=True, show_default=True),
+        click.option("--warmup-epochs", default=15, show_default=True, type=int, help="Weight-only epochs before architecture steps (clamped to epochs/2)."),
+        click.option("--w-lr", default=3e-3, show_default=True, type=float, help="Cell-weight learning rate (AdamW, cosine)."),
+        click.option("--arch-lr", default=6e-4, show_default=True, type=float, help="Architecture Adam learning rate."),
+        click.option("--batch-size", default=16, show_default=True, type=int),
+        click.option("--k", default=4, show_default=True, type=int, help="PC-DARTS partial-channel ratio."),
+        click.option("--nodes", default=4, show_default=True, type=int, help="Intermediate nodes per cell."),
+        click.option("--cell-channels", default=16, show_default=True, type=int),
+        click.option("--ops", default=",".join(DARTS_OPS), show_default=True, help="Comma-separated candidate operations."),
+        click.option("--cell-inputs", default="skip+up", show_default=True, help="skip+up or skip."),
+        click.option("--per-level/--shared", default=False, show_default=True, help="One architecture per skip level."),
+        click.option("--seed", default=0, show_default=True, type=int),
+        click.option("--device", default="auto", show_default=True),
+        click.option("--max-slices-per-epoch", default=0, show_default=True, type=int, help="Cap on slices per epoch (0 = all)."),
+        click.option("--check-every", default=50, show_default=True, type=int, help="Architecture steps between stability checks."),
+        click.option("--reference-run", default="", help="A search_full run to compare speed and genotype with."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def build_search_config(o: dict[str, Any]) -> SearchConfig:
+    """Validate the shared options and build the SearchConfig."""
+    from iac.models import BACKBONES, PRESETS
+
+    ops = tuple(x.strip() for x in o["ops"].split(",") if x.strip())
+    for op in ops:
+        one_of("ops", op, DARTS_OPS)
+    if len([op for op in ops if op != "none"]) < 1:
+        raise click.BadParameter("needs at least one operation other than 'none'", param_hint="--ops")
+    one_of("backbone", o["backbone"], tuple(BACKBONES))
+    presets = PRESETS[o["backbone"]] if isinstance(PRESETS.get(o["backbone"]), dict) else PRESETS
+    one_of("preset", o["preset"], tuple(presets))
+    for name in ("epochs", "batch_size", "k", "nodes", "cell_channels", "check_every"):
+        positive(name.replace("_", "-"), o[name])
+    positive("warmup-epochs", o["warmup_epochs"], allow_zero=True)
+    positive("w-lr", o["w_lr"])
+    positive("arch-lr", o["arch_lr"])
+    pretrained = optional(o["pretrained"])
+    if pretrained and not pretrained.startswith(("models:/", "runs:/")):
+        raise click.BadParameter(f"{pretrained!r} is not a model URI (models:/name/N or models:/name@alias)", param_hint="--pretrained")
+    return SearchConfig(
+        data=prepared_folder("data", o["data"]),
+        backbone=BackboneConfig(name=o["backbone"], preset=o["preset"]),
+        epochs=o["epochs"],
+        pretrained=pretrained,
+        freeze_backbone=o["freeze_backbone"],
+        warmup_epochs=o["warmup_epochs"],
+        w_lr=o["w_lr"],
+        arch_lr=o["arch_lr"],
+        batch_size=o["batch_size"],
+        ops=ops,
+        nodes=o["nodes"],
+        k=o["k"],
+        cell_channels=o["cell_channels"],
+        cell_inputs=one_of("cell-inputs", o["cell_inputs"], ("skip+up", "skip")),
+        per_level=o["per_level"],
+        seed=o["seed"],
+        device=o["device"],
+        resume=optional(o["resume"]),
+        max_slices_per_epoch=o["max_slices_per_epoch"] or None,
+    )
+
+
+def _run(method: str, o: dict[str, Any], stability: StabilityConfig) -> None:
+    setup_logging()
+    cfg = build_search_config(o)
+    try:
+        run_search_step(cfg, method, stability, resume_run=cfg.resume, reference_run=optional(o["reference_run"]))
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e
+
+
+@click.command("search_full")
+@search_options
+def search_full(**o: Any) -> None:
+    """Full PC-DARTS search of an IAC cell (no pruning; the paper's 200 epochs)."""
+    _run("full", o, StabilityConfig(check_every=o["check_every"]))
+
+
+@click.command("search_lth")
+@search_options
+@click.option("--tau", default=StabilityConfig.tau, show_default=True, type=float, help="JS divergence threshold (base 2).")
+@click.option("--patience", default=StabilityConfig.patience, show_default=True, type=int, help="Consecutive stable checks.")
+@click.option("--window", default=StabilityConfig.window, show_default=True, type=int, help="Compare with the distribution this many checks earlier.")
+@click.option("--smoothing", default=StabilityConfig.smoothing, show_default=True, type=float, help="EMA factor on the distributions (0 = none).")
+@click.option("--keep-schedule", default="3,2,1", show_default=True, help="Top-k kept at successive stabilities.")
+def search_lth(tau: float, patience: int, window: int, smoothing: float, keep_schedule: str, **o: Any) -> None:
+    """IAC-LTH search: prune stable edges early and stop when every edge is decided."""
+    try:
+        schedule = tuple(int(x) for x in keep_schedule.split(","))
+    except ValueError as e:
+        raise click.BadParameter(f"{keep_schedule!r} is not a comma-separated list of integers", param_hint="--keep-schedule") from e
+    positive("tau", tau)
+    positive("patience", patience)
+    positive("window", window)
+    if not 0 <= smoothing < 1:
+        raise click.BadParameter(f"must be in [0, 1), got {smoothing}", param_hint="--smoothing")
+    stab = StabilityConfig(tau=tau, patience=patience, window=window, check_every=o["check_every"], smoothing=smoothing, keep_schedule=schedule)
+    _run("lth", o, stab)
