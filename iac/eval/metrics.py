@@ -29,8 +29,6 @@ import warnings
 from typing import Mapping, Sequence
 
 import numpy as np
-import torch
-from monai.metrics import compute_dice, compute_hausdorff_distance
 
 # Empty-structure policies understood by :func:`structure_scores`.
 EMPTY_POLICIES = ("dice1_hd0", "nan")
@@ -101,8 +99,10 @@ def _crop_to_union(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.nd
     return pred[box], ref[box]
 
 
-def _as_batch(mask: np.ndarray) -> torch.Tensor:
+def _as_batch(mask: np.ndarray):
     """``(Z, Y, X)`` bool mask -> ``(1, 1, Z, Y, X)`` float tensor (MONAI's B, C layout)."""
+    import torch
+
     return torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
 
 
@@ -135,6 +135,9 @@ def structure_scores(
     elif ref_empty or pred_empty:
         dice, hd95 = 0.0, image_diagonal_mm(ref.shape, spacing_xyz)
     else:
+        # Imported here so that reading and testing scores (stats) never loads torch.
+        from monai.metrics import compute_dice, compute_hausdorff_distance
+
         p, r = _crop_to_union(pred, ref)
         p_t, r_t = _as_batch(p), _as_batch(r)
         dice = float(compute_dice(p_t, r_t, include_background=True)[0, 0])
