@@ -64,8 +64,10 @@ class PrepareConfig:
     modalities: tuple[str, ...] | None = None  # channel subset by name (BraTS: flair,t1,t1ce,t2); None = all
     amos_modality: str = "ct"  # AMOS22: "ct" (ids <= 500), "mri" (ids > 500) or "all"
     ct_clip: tuple[float, float] = (0.5, 99.5)  # CT: foreground percentiles to clip to (nnU-Net)
+    ct_samples_per_case: int = 10000  # CT: foreground voxels sampled per training case for the statistics
     workers: int = 2  # parallel worker processes (one patient each)
     skip_bad: bool = False  # skip invalid cases and list them in bad_cases.json instead of failing
+    overwrite: bool = False  # replace an existing `out` prepared with other inputs/parameters
     phantom_patients: int = 34  # phantom cohort size (>= 16 train and >= 10 test with the default fractions)
     phantom_seed: int = 0  # seed of the phantom generator
     phantom_size: int = 64  # phantom in-plane matrix (pixels, before resampling)
