@@ -215,7 +215,7 @@ BUDGETS: dict[str, Budget] = {
         warmup_epochs=1,
         stability=StabilityConfig(tau=0.05, patience=1, window=1, check_every=1),
         max_slices_per_epoch=16,
-        phantom_patients=22,
+        phantom_patients=34,
         phantom_size=32,
     ),
     "quick": Budget(

@@ -1,0 +1,171 @@
+"""``retrain``: train a U-Net with one skip kind and register it.
+
+Resumption: ``resume=<run id>`` continues from that run's
+``checkpoints/last.pt`` in a new run tagged ``resumed_from``; on CPU the final
+weights equal those of an uninterrupted run with the same seed.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from iac.commands.common import (
+    echo_done,
+    one_of,
+    optional,
+    positive,
+    prepared_folder,
+    setup_logging,
+    step_run,
+    tracker_for,
+)
+from iac.config import SKIPS, BackboneConfig, TrainConfig, to_dict
+
+
+def run_retrain(cfg: TrainConfig, extra_tags: dict[str, str] | None = None, resume_run: str | None = None) -> dict[str, Any]:
+    """Train and register one U-Net inside its own MLflow run; returns outputs."""
+    import mlflow
+
+    from iac import registry
+    from iac.data.store import PreparedDataset
+    from iac.models import registry_backbone_name
+    from iac.nas.genotype import Genotype
+    from iac.train.retrain import build_network, load_pretrained, model_config, train_network
+
+    data = PreparedDataset(cfg.data)
+    genotype_json, cell_tags, genotype_uri = None, {}, None
+    if cfg.skip == "iac":
+        if not cfg.genotype:
+            raise ValueError("skip=iac needs --genotype (models:/iac-cell-<dataset>-<backbone>/N, runs:/<id> or a genotype.json path)")
+        genotype_json, cell_tags = registry.load_genotype_json(cfg.genotype)
+        Genotype.from_json(genotype_json).validate()
+        genotype_uri = registry.resolve(cfg.genotype).uri if cfg.genotype.startswith("models:/") else cfg.genotype
+    elif cfg.genotype:
+        raise ValueError(f"--genotype is only used with skip=iac (skip={cfg.skip})")
+    pretrained = cfg.pretrained or cell_tags.get("pretrained") or None
+    pre_state, pre_config = None, None
+    if pretrained:
+        pre_net, pre_config, _ = registry.load_unet(pretrained, device="cpu")
+        pre_state = pre_net.state_dict()
+    net = build_network(cfg, data.in_channels, data.num_classes, genotype_json, pre_config)
+    fresh = load_pretrained(net, pre_state) if pre_state is not None else None
+    net_cfg = net.config
+    backbone = registry_backbone_name(net_cfg["name"], net_cfg.get("preset", "small"))
+    tags = {
+        "dataset": data.name,
+        "backbone": backbone,
+        "skip": cfg.skip,
+        "seed": cfg.seed,
+        "data_fingerprint": data.fingerprint,
+        "pretrained": pretrained or "",
+        "genotype": genotype_uri,
+        "cell_method": cell_tags.get("method"),
+        "resumed_from": resume_run,
+        **(extra_tags or {}),
+    }
+    with step_run("retrain", tags, run_name=f"retrain-{cfg.skip}", system_metrics=True) as run:
+        tracker = tracker_for(run)
+        params = to_dict(cfg)
+        params.update({"backbone": backbone, "pretrained": pretrained or "", "genotype": genotype_uri or ""})
+        tracker.log_params(params)
+        if fresh is not None:
+            tracker.log_params({"fresh_tensors_after_pretrained": len(fresh)})
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt_dir = Path(tmp) / "ckpt"
+            resume_path = None
+            if resume_run:
+                resume_path = Path(
+                    mlflow.artifacts.download_artifacts(
+                        artifact_uri=f"runs:/{resume_run}/checkpoints/last.pt", dst_path=str(Path(tmp) / "resume")
+                    )
+                )
+            outcome = train_network(
+                cfg,
+                net,
+                data,
+                tracker,
+                ckpt_dir,
+                resume_from=resume_path,
+                on_epoch_end=lambda rec: tracker.log_artifact(ckpt_dir / "last.pt", "checkpoints"),
+            )
+        val = outcome.val_dice
+        tracker.log_metrics({"n_parameters": outcome.n_parameters, "train_seconds": outcome.seconds})
+        mtags = {
+            "skip": cfg.skip,
+            "seed": cfg.seed,
+            "val_dice": f"{val:.6f}" if val is not None else "nan",
+            "data_fingerprint": data.fingerprint,
+            "pretrained": pretrained or "",
+            "backbone": backbone,
+            "dataset": data.name,
+            "epochs": cfg.epochs,
+            "train_run": run.info.run_id,
+        }
+        if cfg.skip == "iac":
+            mtags["genotype"] = genotype_uri
+            mtags["cell_method"] = cell_tags.get("method", "file")
+        name = registry.unet_model_name(data.name, backbone)
+        mv = registry.register_unet(run.info.run_id, outcome.state, model_config(net, data, backbone), name, mtags)
+        registry.update_champion(name, data.fingerprint)
+        outputs = {"run_id": run.info.run_id, "model_uri": mv.uri, "val_dice": val}
+        mlflow.set_tag("iac_outputs", json.dumps(outputs))
+    echo_done("retrain", run, f"registered {mv.uri} (val Dice {val:.4f})" if val is not None else f"registered {mv.uri}")
+    return outputs
+
+
+@click.command("retrain")
+@click.option("--data", required=True, help="Prepared dataset folder.")
+@click.option("--backbone", default="unet", show_default=True, help="unet, resunet or basicunet.")
+@click.option("--preset", default="small", show_default=True, help="Backbone size preset.")
+@click.option("--skip", default="identity", show_default=True, help="identity, attention, residual, dense or iac.")
+@click.option("--genotype", default="", help="With skip=iac: models:/iac-cell-.../N (or @champion), runs:/<id>, or a genotype.json path.")
+@click.option("--epochs", default=30, show_default=True, type=int)
+@click.option("--lr", default=1e-3, show_default=True, type=float, help="AdamW learning rate.")
+@click.option("--weight-decay", default=1e-4, show_default=True, type=float)
+@click.option("--lr-schedule", default="cosine", show_default=True, help="cosine or constant.")
+@click.option("--batch-size", default=16, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--augment/--no-augment", default=False, show_default=True, help="MONAI spatial and intensity augmentation.")
+@click.option("--pretrained", default="", help="Registered U-Net to start from (models:/...).")
+@click.option("--resume", default="", help="Run id of an interrupted retrain to continue.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--max-slices-per-epoch", default=0, show_default=True, type=int, help="Cap on slices per epoch (0 = all).")
+def retrain(**o: Any) -> None:
+    """Train a U-Net with the chosen skip modules and register it."""
+    from iac.models import BACKBONES, PRESETS
+
+    setup_logging()
+    one_of("backbone", o["backbone"], tuple(BACKBONES))
+    one_of("preset", o["preset"], tuple(PRESETS[o["backbone"]]))
+    for name in ("epochs", "lr", "batch_size"):
+        positive(name.replace("_", "-"), o[name])
+    positive("weight-decay", o["weight_decay"], allow_zero=True)
+    pretrained = optional(o["pretrained"])
+    if pretrained and not pretrained.startswith(("models:/", "runs:/")):
+        raise click.BadParameter(f"{pretrained!r} is not a model URI (models:/name/N or models:/name@alias)", param_hint="--pretrained")
+    cfg = TrainConfig(
+        data=prepared_folder("data", o["data"]),
+        backbone=BackboneConfig(name=o["backbone"], preset=o["preset"]),
+        skip=one_of("skip", o["skip"], SKIPS),
+        genotype=optional(o["genotype"]),
+        epochs=o["epochs"],
+        lr=o["lr"],
+        weight_decay=o["weight_decay"],
+        lr_schedule=one_of("lr-schedule", o["lr_schedule"], ("cosine", "constant")),
+        batch_size=o["batch_size"],
+        seed=o["seed"],
+        augment=o["augment"],
+        pretrained=pretrained,
+        resume=optional(o["resume"]),
+        device=o["device"],
+        max_slices_per_epoch=o["max_slices_per_epoch"] or None,
+    )
+    try:
+        run_retrain(cfg, resume_run=cfg.resume)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e
