@@ -13,6 +13,14 @@ import click
 # (sub-command name, module under iac.commands, attribute)
 _COMMANDS = [
     ("prepare", "prepare", "prepare"),
+    ("retrain", "retrain", "retrain"),
+    ("evaluate", "evaluate", "evaluate"),
+    ("search_full", "search", "search_full"),
+    ("search_lth", "search", "search_lth"),
+    ("stats", "stats", "stats"),
+    ("main", "main", "main"),
+    ("analyze", "analyze", "analyze"),
+    ("registry", "registry", "registry"),
 ]
 
 

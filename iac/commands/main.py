@@ -1,0 +1,103 @@
+"""``main``: the whole study for one dataset, reusing finished steps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from iac.commands.common import one_of, optional, positive, setup_logging, step_run, tracker_for
+from iac.config import BUDGETS, DATASETS, SKIPS, BackboneConfig, MainConfig, to_dict
+
+
+def run_main(cfg: MainConfig) -> dict[str, Any]:
+    """Run the study inside the ``main`` MLflow run; returns its outputs."""
+    import mlflow
+
+    from iac.pipeline import resolve_budget, run_study
+
+    budget = resolve_budget(cfg)
+    tags = {"dataset": cfg.dataset, "backbone": cfg.backbone.name, "budget": cfg.budget, "seed": ",".join(map(str, cfg.seeds))}
+    with step_run("main", tags, run_name=f"main-{cfg.dataset}-{cfg.budget}") as run:
+        tracker = tracker_for(run)
+        tracker.log_params({**to_dict(cfg), "resolved_budget": to_dict(budget)})
+        result = run_study(cfg, run.info.experiment_id, run.info.run_id, tracker)
+        reused = sum(s["reused"] for s in result.steps)
+        tracker.log_metrics({"study_seconds": result.seconds, "steps_reused": reused, "steps_run": len(result.steps) - reused})
+        mlflow.set_tag("iac_outputs", json.dumps({"report": str(result.report)}))
+    uri = mlflow.get_tracking_uri()
+    click.echo("")
+    click.echo(f"study finished in {result.seconds:.0f} s ({reused} of {len(result.steps)} steps reused)")
+    if cfg.budget != "paper":
+        click.echo(f"note: budget '{cfg.budget}' is a smoke-sized study; -P budget=paper runs the paper's budgets")
+    click.echo(f"report:   {result.report.resolve()}")
+    click.echo(f"runs:     mlflow ui --backend-store-uri {uri}   (experiment id {run.info.experiment_id})")
+    click.echo(f"best cell: iac registry best --dataset {result.outputs.get('dataset', cfg.dataset)} --backbone {cfg.backbone.name}")
+    return result.outputs
+
+
+@click.command("main")
+@click.option("--dataset", default="phantom", show_default=True, help="phantom, acdc, brats, kits, amos or nnunet.")
+@click.option("--source", default="", help="Raw dataset folder (not needed for phantom).")
+@click.option("--data", default="", help="Prepared folder (default data/prepared/<dataset>).")
+@click.option("--backbone", default="unet", show_default=True)
+@click.option("--preset", default="small", show_default=True)
+@click.option("--budget", default="quick", show_default=True, help="smoke, quick or paper.")
+@click.option("--seeds", default="0", show_default=True, help="Comma-separated search seeds.")
+@click.option("--baseline-epochs", default=0, type=int, help="Override the budget (0 = the budget's).")
+@click.option("--extra-epochs", default=0, type=int, help="Override the budget (0 = the budget's).")
+@click.option("--search-epochs", default=0, type=int, help="Override the budget (0 = the budget's).")
+@click.option("--warmup-epochs", default=-1, type=int, help="Override the budget (-1 = the budget's).")
+@click.option("--tau", default=0.0, type=float, help="Override the budget's LTH tau (0 = the budget's).")
+@click.option("--patience", default=0, type=int, help="Override the budget's LTH patience (0 = the budget's).")
+@click.option("--window", default=0, type=int, help="Override the budget's LTH window (0 = the budget's).")
+@click.option("--check-every", default=0, type=int, help="Override the budget's architecture steps per check (0 = the budget's).")
+@click.option("--skips", default="attention,residual,dense", show_default=True, help="Skip baselines to train.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--report-dir", default="outputs", show_default=True)
+def main(**o: Any) -> None:
+    """Run the whole study: prepare, baselines, searches, retraining, evaluation, stats, report."""
+    setup_logging()
+    from iac.models import BACKBONES, PRESETS
+
+    dataset = one_of("dataset", o["dataset"], DATASETS)
+    source = optional(o["source"])
+    if dataset != "phantom" and not source:
+        raise click.BadParameter(f"dataset={dataset} needs --source (the raw dataset folder)", param_hint="--source")
+    try:
+        seeds = tuple(int(s) for s in o["seeds"].split(",") if s.strip())
+    except ValueError as e:
+        raise click.BadParameter(f"{o['seeds']!r} is not a comma-separated list of integers", param_hint="--seeds") from e
+    if not seeds:
+        raise click.BadParameter("give at least one seed", param_hint="--seeds")
+    skips = tuple(s.strip() for s in o["skips"].split(",") if s.strip())
+    for s in skips:
+        one_of("skips", s, tuple(k for k in SKIPS if k not in ("identity", "iac")))
+    for name in ("baseline_epochs", "extra_epochs", "search_epochs", "patience", "window", "check_every"):
+        positive(name.replace("_", "-"), o[name], allow_zero=True)
+    cfg = MainConfig(
+        dataset=dataset,
+        source=Path(source) if source else None,
+        data=Path(o["data"]) if optional(o["data"]) else None,
+        backbone=BackboneConfig(name=one_of("backbone", o["backbone"], tuple(BACKBONES)), preset=o["preset"]),
+        budget=one_of("budget", o["budget"], tuple(BUDGETS)),
+        seeds=seeds,
+        baseline_epochs=o["baseline_epochs"] or None,
+        extra_epochs=o["extra_epochs"] or None,
+        search_epochs=o["search_epochs"] or None,
+        warmup_epochs=None if o["warmup_epochs"] < 0 else o["warmup_epochs"],
+        tau=o["tau"] or None,
+        patience=o["patience"] or None,
+        window=o["window"] or None,
+        check_every=o["check_every"] or None,
+        skips=skips,
+        device=o["device"],
+        report_dir=Path(o["report_dir"]),
+    )
+    one_of("preset", cfg.backbone.preset, tuple(PRESETS[cfg.backbone.name]))
+    try:
+        run_main(cfg)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e
