@@ -20,6 +20,7 @@ Arrays are numpy ``(Z, Y, X)`` per channel; SimpleITK sizes and spacings are ``(
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -41,7 +42,9 @@ DIRECTION_ATOL = 1e-3
 RESAMPLE_RTOL = 1e-3
 # Guard against division by zero for constant volumes.
 STD_FLOOR = 1e-8
-# Bytes read at a time when hashing a file.
+# Size of a NIfTI-1 header.
+NIFTI1_HEADER_BYTES = 348
+# Bytes read at a time when hashing or checking a file.
 HASH_CHUNK = 1 << 20
 
 
@@ -128,6 +131,48 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def _nifti_expected_bytes(header: bytes) -> int | None:
+    """Bytes a NIfTI-1 file must hold (header + voxels), or None when it is not NIfTI-1."""
+    if len(header) < NIFTI1_HEADER_BYTES:
+        return None
+    for order in ("<", ">"):
+        if int(np.frombuffer(header[0:4], dtype=f"{order}i4")[0]) == NIFTI1_HEADER_BYTES:
+            dims = np.frombuffer(header[40:56], dtype=f"{order}i2")
+            bitpix = int(np.frombuffer(header[72:74], dtype=f"{order}i2")[0])
+            offset = int(np.frombuffer(header[108:112], dtype=f"{order}f4")[0])
+            n = int(np.prod([max(int(d), 1) for d in dims[1 : 1 + max(int(dims[0]), 0)]]))
+            return offset + n * bitpix // 8
+    return None
+
+
+def check_complete(path: Path) -> None:
+    """Fail for a truncated NIfTI file (ITK pads a truncated file with zeros instead of failing).
+
+    Raises:
+        DataError: naming the file when its gzip stream ends early or it holds fewer voxels
+            than its header declares.
+    """
+    path = Path(path)
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        try:
+            with gzip.open(path, "rb") as f:
+                header = f.read(NIFTI1_HEADER_BYTES)
+                size = len(header) + sum(len(c) for c in iter(lambda: f.read(HASH_CHUNK), b""))
+        except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+            raise DataError(f"cannot read {path}: truncated or corrupt gzip stream ({err})") from err
+    elif name.endswith(".nii"):
+        with open(path, "rb") as f:
+            header = f.read(NIFTI1_HEADER_BYTES)
+        size = path.stat().st_size
+    else:
+        return
+    if name.endswith((".nii", ".nii.gz")):
+        expected = _nifti_expected_bytes(header)
+        if expected is not None and size < expected:
+            raise DataError(f"cannot read {path}: truncated file ({size} of {expected} bytes)")
+
+
 def read_image(path: Path) -> sitk.Image:
     """Read a medical image with SimpleITK.
 
@@ -137,6 +182,7 @@ def read_image(path: Path) -> sitk.Image:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"missing file {path}")
+    check_complete(path)
     try:
         img = sitk.ReadImage(str(path))
         # Force decoding of the voxel buffer now: truncated files fail here.
