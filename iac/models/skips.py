@@ -25,6 +25,7 @@ the dense skip needs the channels of the deeper levels.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 
 import torch
@@ -42,6 +43,8 @@ DEFAULT_ACT = "relu"
 RESPATH_MAX_LENGTH = 4
 # Attention gate: intermediate channels are the skip's channels divided by this.
 ATTENTION_REDUCTION = 2
+# Module providing ``make_iac_skip`` for the ``iac`` kind (imported on first use).
+_IAC_MODULE = "iac.nas.implant"
 
 
 class SkipModule(nn.Module):
@@ -229,7 +232,7 @@ def _make_iac(
 ) -> nn.Module:
     """Build an Implantable Adaptive Cell through ``iac.nas.implant`` (imported lazily)."""
     try:
-        from iac.nas import implant
+        implant = importlib.import_module(_IAC_MODULE)
     except ImportError as err:
         raise ImportError(
             f"skip kind 'iac' is provided by iac.nas.implant.make_iac_skip, which could not be imported: {err}"
