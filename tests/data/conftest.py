@@ -29,11 +29,11 @@ def tiny_cfg(out: Path, **kw) -> PrepareConfig:
     return PrepareConfig(**base)
 
 
-@pytest.fixture
-def tiny(tmp_path) -> Path:
-    """Out folder of a freshly prepared tiny phantom."""
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> Path:
+    """Out folder of a tiny prepared phantom, shared by the session: do not modify it."""
     from iac.data.prepare import prepare_dataset
 
-    out = tmp_path / "prepared"
+    out = tmp_path_factory.mktemp("tiny") / "prepared"
     prepare_dataset(tiny_cfg(out), progress=False)
     return out
