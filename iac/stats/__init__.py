@@ -1,0 +1,43 @@
+"""Patient-level paired statistics of evaluate runs (tests, effect sizes, tables, plots)."""
+
+from iac.stats.effect import bootstrap_median_ci, oriented_differences, rank_biserial, signed_rank_sums
+from iac.stats.paired import (
+    HIGHER_IS_BETTER,
+    POOLED,
+    EvaluatedRun,
+    StatsError,
+    compare_methods,
+    compare_pair,
+    equivalence_test,
+    headline_metrics,
+    holm,
+    patient_scores,
+    pool_seeds,
+    signed_rank_test,
+    stack_runs,
+)
+from iac.stats.tables import readable_table, to_latex, to_markdown, write_tables
+
+__all__ = [
+    "HIGHER_IS_BETTER",
+    "POOLED",
+    "EvaluatedRun",
+    "StatsError",
+    "bootstrap_median_ci",
+    "compare_methods",
+    "compare_pair",
+    "equivalence_test",
+    "headline_metrics",
+    "holm",
+    "oriented_differences",
+    "patient_scores",
+    "pool_seeds",
+    "rank_biserial",
+    "readable_table",
+    "signed_rank_sums",
+    "signed_rank_test",
+    "stack_runs",
+    "to_latex",
+    "to_markdown",
+    "write_tables",
+]
