@@ -1,0 +1,147 @@
+"""Checkpoints that load without unpickling code, and RNG state capture.
+
+A checkpoint is a plain nested structure of tensors, dicts, lists, tuples and
+scalars, written atomically (temporary file + ``os.replace``) so an
+interruption never leaves a truncated file, and read back with
+``torch.load(..., weights_only=True)``. Random-number generator states are
+converted to that vocabulary by :func:`capture_rng_state`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or holds unsupported objects."""
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically.
+
+    Args:
+        path: Target file; its folder is created if needed.
+        state: Nested dicts/lists/tuples of tensors, str, int, float, bool and
+            None (what ``torch.load(weights_only=True)`` accepts).
+
+    Returns:
+        The path written.
+
+    Raises:
+        CheckpointError: ``state`` holds an object of another type (checked
+            before anything is written).
+    """
+    _check_plain(state, "state")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Args:
+        path: The checkpoint file.
+        map_location: Where tensors are loaded (default CPU, so a checkpoint
+            written on GPU loads anywhere).
+
+    Returns:
+        The stored dict.
+
+    Raises:
+        CheckpointError: The file is missing or is not a weights-only checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # unpickling errors come in several types
+        raise CheckpointError(f"checkpoint {str(path)!r} cannot be loaded with weights_only=True: {exc}") from exc
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {str(path)!r} holds a {type(state).__name__}, expected a dict")
+    return state
+
+
+_PLAIN_SCALARS = (str, int, float, bool, type(None))
+
+
+def _check_plain(obj: Any, where: str) -> None:
+    if isinstance(obj, _PLAIN_SCALARS) or isinstance(obj, torch.Tensor):
+        return
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if not isinstance(k, (str, int)):
+                raise CheckpointError(f"{where}: key {k!r} is a {type(k).__name__}; use str or int keys")
+            _check_plain(v, f"{where}[{k!r}]")
+        return
+    if isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_plain(v, f"{where}[{i}]")
+        return
+    raise CheckpointError(
+        f"{where} is a {type(obj).__name__}; checkpoints hold only tensors, dicts, lists, tuples, "
+        "str, int, float, bool and None"
+    )
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The states of Python ``random``, NumPy's global generator and PyTorch.
+
+    Returns:
+        A dict of tensors, lists and scalars (checkpoint-safe):
+        ``torch`` (ByteTensor), ``cuda`` (list of ByteTensors, empty without
+        CUDA), ``numpy`` (dict), ``python`` (list).
+    """
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64).copy()),  # uint32 values fit
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": [int(version), [int(x) for x in internal], gauss_next],
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Restore the generators saved by :func:`capture_rng_state`.
+
+    CUDA states are restored only when CUDA is available (a CPU resume of a
+    GPU run keeps going with CPU generators restored).
+    """
+    torch.set_rng_state(state["torch"].cpu().to(torch.uint8))
+    cuda_states = state.get("cuda") or []
+    if cuda_states and torch.cuda.is_available():
+        n = min(len(cuda_states), torch.cuda.device_count())
+        torch.cuda.set_rng_state_all([s.cpu().to(torch.uint8) for s in cuda_states[:n]])
+    npst = state["numpy"]
+    keys = npst["keys"]
+    keys = keys.numpy() if isinstance(keys, torch.Tensor) else np.asarray(keys)
+    np.random.set_state(
+        (npst["kind"], keys.astype(np.uint32), int(npst["pos"]), int(npst["has_gauss"]), float(npst["cached_gaussian"]))
+    )
+    version, internal, gauss_next = state["python"]
+    random.setstate((int(version), tuple(int(x) for x in internal), gauss_next))
