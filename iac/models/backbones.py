@@ -192,12 +192,12 @@ class SkipUNet(nn.Module):
         )
         # ups[l]: decoder feature of level l + 1 -> up_l at the resolution of level l.
         self.ups = nn.ModuleList(
-            UpSample(spatial_dims, features[l + 1], self.up_channels[l], scale_factor=SCALE, mode="deconv")
-            for l in range(self.depth - 1)
+            UpSample(spatial_dims, features[lvl + 1], self.up_channels[lvl], scale_factor=SCALE, mode="deconv")
+            for lvl in range(self.depth - 1)
         )
         self.decoder_blocks = nn.ModuleList(
-            spec.block(spatial_dims, self.skip_channels[l] + self.up_channels[l], features[l], False)
-            for l in range(self.depth - 1)
+            spec.block(spatial_dims, self.skip_channels[lvl] + self.up_channels[lvl], features[lvl], False)
+            for lvl in range(self.depth - 1)
         )
         self.head = conv1x1(spatial_dims, features[0], num_classes)
 
@@ -205,8 +205,8 @@ class SkipUNet(nn.Module):
         self.skip = skip
         self.skip_kwargs = copy.deepcopy(dict(skip_kwargs or {}))
         self.skip_modules = nn.ModuleList(
-            create_skip(skip, l, self.skip_channels, self.up_channels, spatial_dims, **self.skip_kwargs)
-            for l in range(self.depth - 1)
+            create_skip(skip, lvl, self.skip_channels, self.up_channels, spatial_dims, **self.skip_kwargs)
+            for lvl in range(self.depth - 1)
         )
 
     # --- description ---
