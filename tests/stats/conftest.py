@@ -68,3 +68,19 @@ def fast() -> StatsConfig:
 def make_table():
     """Factory of synthetic stacked per-case tables (see ``long_table``)."""
     return long_table
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _frozen_heap():
+    """Move the objects alive after the imports out of the collector's reach.
+
+    statsmodels' Holm branch of ``multipletests`` runs a full ``gc.collect()``
+    on every call, which walks every object torch, MONAI and pandas created
+    (about half a second each time). Freezing them keeps the tests' code
+    path unchanged and the collection short.
+    """
+    import gc
+
+    gc.freeze()
+    yield
+    gc.unfreeze()
