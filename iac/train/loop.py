@@ -639,7 +639,9 @@ class Trainer:
             resume: A checkpoint file written by this trainer, or a folder
                 holding ``last.pt``. The run continues after its epoch with
                 every generator restored, so on CPU the final weights equal
-                those of an uninterrupted run.
+                those of an uninterrupted run. The optimiser and schedule
+                (learning rates included) continue from the checkpoint; a
+                changed ``batch_size``, ``seed`` or slice cap is warned about.
 
         Returns:
             The :class:`FitResult`.

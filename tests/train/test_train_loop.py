@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from trainkit import Case, FakePrepared, ListDataset, TinyNet, make_slices
+from trainkit import FakePrepared, ListDataset, TinyNet, make_slices
 
 from iac.config import TrainConfig
 from iac.tracking import MemoryTracker
@@ -236,7 +236,3 @@ def test_patient_dice_by_hand():
     assert model.training  # mode restored
     with pytest.raises(ValueError, match="test"):
         validate_patient_dice(model, ds, "test", "cpu")
-
-
-def test_case_record_shape_is_what_validation_reads():
-    assert Case("c", "p", None, 3).n_slices == 3
