@@ -1,0 +1,179 @@
+"""``analyze``: when are a search's final operations known, and what would IAC-LTH do?
+
+Reads a search trajectory (``trajectory.json`` from a file, or from the
+artifacts of an MLflow run given by its id or a ``runs:/`` URI), prints the
+per-epoch top-k membership of the final operations, the first epoch from
+which every final operation stays in the top-3, and the offline replay of the
+stability policy over a grid of ``tau`` / ``patience`` / ``window``. Tables
+(CSV), plots (PNG) and a summary (JSON) go to ``--out``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from iac.config import StabilityConfig
+
+# Artifact the search commands log the trajectory as.
+TRAJECTORY_ARTIFACT = "trajectory.json"
+# An MLflow run id: 32 hexadecimal characters.
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+# Default calibration grid (around the StabilityConfig defaults).
+DEFAULT_TAUS = "1e-4,3e-4,1e-3,3e-3"
+DEFAULT_PATIENCES = "2,3,5"
+DEFAULT_WINDOWS = "1,2,4"
+# The paper's observation: the final operations are among the top-3 early.
+DEFAULT_STAY_K = 3
+
+
+def _numbers(name: str, text: str, kind: Callable[[str], Any]) -> list[Any]:
+    try:
+        values = [kind(x.strip()) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers", param_hint=f"--{name}") from None
+    if not values or any(v <= 0 for v in values):
+        raise click.BadParameter(f"needs one or more positive values, got {text!r}", param_hint=f"--{name}")
+    return values
+
+
+def fetch_trajectory(source: str, dst: Path) -> Path:
+    """A local trajectory file: ``source`` itself, or downloaded from a run.
+
+    Args:
+        source: A path to a trajectory JSON, an MLflow run id, or a
+            ``runs:/<id>/...`` artifact URI.
+        dst: Folder to download into.
+    """
+    path = Path(source).expanduser()
+    if path.is_file():
+        return path
+    if not (RUN_ID.match(source) or source.startswith("runs:/")):
+        raise click.BadParameter(
+            f"{source!r} is neither a trajectory file nor an MLflow run id (32 hex digits) or runs:/ URI",
+            param_hint="SOURCE",
+        )
+    import mlflow
+
+    uri = source if source.startswith("runs:/") else f"runs:/{source}/{TRAJECTORY_ARTIFACT}"
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+    except Exception as err:  # MLflow raises several types for a missing run or artifact
+        raise click.ClickException(f"could not download {uri}: {err}") from err
+    return local / TRAJECTORY_ARTIFACT if local.is_dir() else local
+
+
+def _ranks_table(membership) -> str:
+    """Per epoch: how many final ops are in the top-1/2/3, and each edge's rank."""
+    import pandas as pd
+
+    label = membership["edge"] if membership["arch"].nunique() == 1 else "a" + membership["arch"].astype(str) + " " + membership["edge"]
+    ranks = membership.assign(col=label).pivot(index="epoch", columns="col", values="rank")
+    ranks = ranks.apply(lambda c: c.map(lambda r: "-" if pd.isna(r) else str(int(r))))
+    tops = [c for c in membership.columns if c.startswith("top")]
+    counts = membership.groupby("epoch")[tops].sum().astype(int)
+    n = membership.groupby("epoch").size()
+    counts = counts.apply(lambda c: c.astype(str) + "/" + n.astype(str))
+    return pd.concat([counts, ranks], axis=1).to_string()
+
+
+@click.command("analyze")
+@click.argument("source")
+@click.option("--out", default="analysis", show_default=True, help="Folder for the CSV, PNG and JSON outputs.")
+@click.option("--tau", "taus", default=DEFAULT_TAUS, show_default=True, help="Comma-separated tau values to replay.")
+@click.option("--patience", "patiences", default=DEFAULT_PATIENCES, show_default=True, help="Comma-separated patience values.")
+@click.option("--window", "windows", default=DEFAULT_WINDOWS, show_default=True, help="Comma-separated window values.")
+@click.option("--smoothing", default=StabilityConfig.smoothing, show_default=True, type=float, help="EMA factor used in every replay.")
+@click.option("--keep-schedule", default=",".join(map(str, StabilityConfig.keep_schedule)), show_default=True, help="Top-k kept at successive stabilities.")
+@click.option("--stay-k", default=DEFAULT_STAY_K, show_default=True, type=int, help="Report the first epoch from which every final op stays in this top-k.")
+def analyze(source: str, out: str, taus: str, patiences: str, windows: str, smoothing: float, keep_schedule: str, stay_k: int) -> None:
+    """Analyse a search trajectory (file or MLflow run id) and replay IAC-LTH on it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from iac.nas import analysis
+
+    tau_list = _numbers("tau", taus, float)
+    patience_list = _numbers("patience", patiences, int)
+    window_list = _numbers("window", windows, int)
+    schedule = tuple(_numbers("keep-schedule", keep_schedule, int))
+    if not 0 <= smoothing < 1:
+        raise click.BadParameter(f"must be in [0, 1), got {smoothing}", param_hint="--smoothing")
+    if stay_k < 1:
+        raise click.BadParameter(f"must be >= 1, got {stay_k}", param_hint="--stay-k")
+    base = StabilityConfig(smoothing=smoothing, keep_schedule=schedule)
+    # The grid's middle setting: its replay's events feed the timeline when none are recorded.
+    middle = replace(base, tau=_middle(tau_list), patience=_middle(patience_list), window=_middle(window_list))
+    out_dir = Path(out)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            traj = analysis.load_trajectory(fetch_trajectory(source, Path(tmp)))
+            ks = sorted({1, 2, 3, stay_k})
+            membership = analysis.topk_membership(traj, ks=ks)
+            grid = analysis.replay_grid(traj, tau_list, patience_list, window_list, base=base)
+            events = traj.get("events") or [ev.to_dict() for ev in analysis.replay(traj, cfg=middle).events]
+        except ValueError as err:
+            raise click.ClickException(str(err)) from err
+    space = analysis.trajectory_space(traj)
+    spearman = analysis.rank_correlation(traj)
+    js = analysis.js_curves(traj)
+    n_archs = len(traj["checks"][0]["archs"]) if traj["checks"] else 1
+    timeline = analysis.op_timeline(events, space, n_archs)
+    first = analysis.first_epoch_in_topk(membership, stay_k)
+    n_epochs = len(traj["epochs"])
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    membership.to_csv(out_dir / "topk_membership.csv", index=False)
+    spearman.to_csv(out_dir / "rank_correlation.csv", index=False)
+    js.to_csv(out_dir / "js_curves.csv", index=False)
+    grid.to_csv(out_dir / "replay_grid.csv", index=False)
+    timeline.to_csv(out_dir / "op_timeline.csv", index=False)
+    last_epoch = int(traj["epochs"][-1]["epoch"]) if traj["epochs"] else int(membership["epoch"].max())
+    figures = {
+        "js_curves.png": analysis.plot_js_curves(js, tau=middle.tau),
+        "op_timeline.png": analysis.plot_op_timeline(timeline, last_epoch),
+        "topk_membership.png": analysis.plot_topk_membership(membership, stay_k),
+    }
+    for name, fig in figures.items():
+        fig.savefig(out_dir / name, dpi=120)
+    summary = {
+        "source": source,
+        "epochs": n_epochs,
+        "checks": len(traj["checks"]),
+        "final_genotype": str(analysis.final_genotype(traj)),
+        f"first_epoch_all_final_ops_in_top{stay_k}": first,
+        "mean_spearman_last_epoch": None if spearman.empty else _mean_last(spearman),
+        "timeline_events": "recorded" if traj.get("events") else f"replayed with tau={middle.tau:g}, patience={middle.patience}, window={middle.window}",
+        "replay_grid": json.loads(grid.to_json(orient="records")),
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+
+    click.echo(f"trajectory: {source}  ({n_epochs} epochs, {len(traj['checks'])} checks)")
+    click.echo(f"final genotype: {summary['final_genotype']}")
+    click.echo("\nfinal operations in the current top-k (counts) and each final op's rank, per epoch:")
+    click.echo(_ranks_table(membership))
+    where = "never (not all in the top-k at the end)" if first is None else f"epoch {first} (0-based) of {n_epochs}"
+    click.echo(f"\nfirst epoch from which every final operation stays in the top-{stay_k}: {where}")
+    click.echo("\noffline replay of IAC-LTH (counterfactual once pruning starts):")
+    cols = ["tau", "patience", "window", "stop_epoch", "epochs_run", "epoch_ratio", "events", "genotype_equal"]
+    if grid["diverged_check"].notna().any():
+        cols.append("diverged_check")
+        click.echo("(diverged_check: the recorded search pruned operations this setting would still keep)")
+    click.echo(grid[cols].to_string(index=False))
+    click.echo(f"\noutputs written to {out_dir}")
+
+
+def _middle(values: list[Any]) -> Any:
+    return sorted(values)[len(values) // 2]
+
+
+def _mean_last(spearman) -> float | None:
+    last = spearman[spearman["epoch"] == spearman["epoch"].max()]["spearman"].dropna()
+    return None if last.empty else float(last.mean())
