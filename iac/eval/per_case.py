@@ -101,7 +101,8 @@ def _as_bool(col: pd.Series, name: str, source: str) -> pd.Series:
     text = col.astype(str).str.strip().str.lower()
     bad = ~text.isin(_TRUE | _FALSE)
     if bad.any():
-        raise PerCaseError(f"{source}: column {name!r} holds non-boolean values {sorted(set(col[bad].astype(str)))[:5]}")
+        examples = sorted(set(col[bad].astype(str)))[:5]
+        raise PerCaseError(f"{source}: column {name!r} holds non-boolean values {examples}")
     return text.isin(_TRUE)
 
 
@@ -129,7 +130,9 @@ def save_per_case(
     path = Path(path)
     policy = meta.get(POLICY_KEY)
     if not policy:
-        raise PerCaseError(f"meta for {path} states no {POLICY_KEY!r}; per-case scores need their empty-structure policy")
+        raise PerCaseError(
+            f"meta for {path} states no {POLICY_KEY!r}; per-case scores need their empty-structure policy"
+        )
     try:
         check_policy(policy)
     except ValueError as err:
@@ -181,7 +184,9 @@ def load_per_case(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     except json.JSONDecodeError as err:
         raise PerCaseError(f"sidecar {side} is not valid JSON: {err}") from err
     if not isinstance(meta, dict) or not meta.get(POLICY_KEY):
-        raise PerCaseError(f"sidecar {side} states no {POLICY_KEY!r}; refusing scores of unknown empty-structure policy")
+        raise PerCaseError(
+            f"sidecar {side} states no {POLICY_KEY!r}; refusing scores of unknown empty-structure policy"
+        )
     try:
         check_policy(meta[POLICY_KEY])
     except ValueError as err:

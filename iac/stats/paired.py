@@ -189,7 +189,9 @@ def _prepare(per_case: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
         prints = _by_run(group, "data_fingerprint")
         missing = sorted(k for k, v in prints.items() if not v)
         if missing:
-            raise StatsError(f"{where}: runs {missing} state no data_fingerprint; cannot check they share a prepared dataset")
+            raise StatsError(
+                f"{where}: runs {missing} state no data_fingerprint; cannot check they share a prepared dataset"
+            )
         if len(set(prints.values())) > 1:
             raise StatsError(
                 f"{where}: runs were evaluated on different prepared datasets (data_fingerprint mismatch): {prints}"
@@ -377,7 +379,11 @@ def compare_pair(
         "wilcoxon_method": test.method,
     }
     if margin is None:
-        row.update(margin=math.nan, p_tost_lower=math.nan, p_tost_upper=math.nan, p_tost=math.nan, tost_method="", equivalent=pd.NA)
+        untested = math.nan
+        row.update(
+            margin=untested, p_tost_lower=untested, p_tost_upper=untested, p_tost=untested,
+            tost_method="", equivalent=pd.NA,
+        )
     else:
         eq = equivalence_test(d, margin, config.alpha, config.zero_method, config.exact_max_n)
         row.update(
@@ -442,7 +448,9 @@ def _seed_lists(scores: pd.DataFrame) -> dict[str, str]:
     return {m: ",".join(sorted(set(g["seed"]), key=_seed_order)) for m, g in scores.groupby("method", sort=False)}
 
 
-def _pair(ref: pd.DataFrame, other: pd.DataFrame, metric: str, where: str, reference: str, method: str) -> tuple[np.ndarray, np.ndarray, int]:
+def _pair(
+    ref: pd.DataFrame, other: pd.DataFrame, metric: str, where: str, reference: str, method: str
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Align two methods' patient scores; refuse differing patient sets."""
     a = ref.set_index("patient")[metric]
     b = other.set_index("patient")[metric]
@@ -495,7 +503,9 @@ def compare_methods(per_case: pd.DataFrame, config: StatsConfig = StatsConfig())
     for (dataset, backbone), table in scores.groupby(["dataset", "backbone"], sort=False):
         seed_lists = _seed_lists(table)
         if config.reference not in seed_lists:
-            raise StatsError(f"dataset={dataset!r} backbone={backbone!r}: reference {config.reference!r} was not evaluated")
+            raise StatsError(
+                f"dataset={dataset!r} backbone={backbone!r}: reference {config.reference!r} was not evaluated"
+            )
         for seed, analysis in _analyses(table, metrics):
             for (frame, label), cell in analysis.groupby(["frame", "label"], sort=False):
                 ref = cell[cell["method"] == config.reference]

@@ -18,6 +18,7 @@ from iac.stats.paired import FAMILY, POOLED
 
 # Column headings of the readable tables, in order.
 READABLE_COLUMNS = ("method", "label", "n", "median diff [CI]", "r", "p", "p_holm", "equivalent")
+NUMERIC_COLUMNS = ("n", "r", "p", "p_holm")  # right-aligned
 # Decimals of differences per metric (Dice is a fraction, HD95 is in mm).
 DIFF_DECIMALS = {"dice": 3, "hd95": 2}
 R_DECIMALS = 2
@@ -116,7 +117,8 @@ def to_markdown(results: pd.DataFrame) -> str:
         table = readable.loc[group.index, list(READABLE_COLUMNS)]
         parts += [f"## {title}", "", caption, ""]
         parts.append("| " + " | ".join(READABLE_COLUMNS) + " |")
-        parts.append("|" + "|".join("---:" if c in ("n", "r", "p", "p_holm") else "---" for c in READABLE_COLUMNS) + "|")
+        align = ("---:" if c in NUMERIC_COLUMNS else "---" for c in READABLE_COLUMNS)
+        parts.append("|" + "|".join(align) + "|")
         for values in table.itertuples(index=False):
             parts.append("| " + " | ".join(str(v).replace("|", "\\|") for v in values) + " |")
         parts.append("")
@@ -138,7 +140,7 @@ def to_latex(results: pd.DataFrame) -> str:
             r"\begin{table}[ht]",
             r"\centering",
             rf"\caption{{{latex_escape(title)}. {latex_escape(caption)}}}",
-            r"\begin{tabular}{llrlrrrl}",
+            r"\begin{tabular}{" + "".join("r" if c in NUMERIC_COLUMNS else "l" for c in READABLE_COLUMNS) + "}",
             r"\toprule",
             " & ".join(latex_escape(c) for c in READABLE_COLUMNS).replace("p\\_holm", r"$p_\mathrm{Holm}$") + r" \\",
             r"\midrule",
