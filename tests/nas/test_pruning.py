@@ -473,3 +473,37 @@ def test_apply_events_on_search_network():
     torch.optim.AdamW(fresh.weight_parameters(), lr=1e-2).load_state_dict(w_opt.state_dict())
     torch.optim.Adam(fresh.arch_parameters(), lr=1e-2).load_state_dict(a_opt.state_dict())
     assert str(net.genotype()) == "n2<-max_pool_3x3(0),max_pool_3x3(1) | n3<-max_pool_3x3(1),max_pool_3x3(2)"
+
+
+def test_live_search_on_search_network_replays_exactly():
+    """The real supernet, check records and event application, then the offline replay."""
+    from iac.nas.analysis import replay
+    from iac.nas.search import check_record
+    from iac.nas.supernet import SearchNetwork
+
+    torch.manual_seed(1)
+    space = SearchSpace(ops=OPS, nodes=2, n_inputs=2, steps_per_node=1, k=1, cell_channels=4)
+    cfg = replace(CFG, tau=0.5, patience=1)  # permissive: a few steps decide everything
+    net = SearchNetwork(TinyUNet(), space)
+    w_opt = torch.optim.AdamW(net.weight_parameters(), lr=1e-2)
+    a_opt = torch.optim.Adam(net.arch_parameters(), lr=1e-3)
+    policy = JSStabilityPruning(space, cfg)
+    x = torch.randn(2, 1, 8, 8)
+    checks = []
+    for step in range(1, 40):
+        w_opt.zero_grad()
+        a_opt.zero_grad()
+        net(x).square().mean().backward()
+        w_opt.step()
+        a_opt.step()
+        rec = check_record(net, step, step // 4, step)
+        apply_events(net, policy.observe(rec), w_opt, a_opt)
+        checks.append(json.loads(json.dumps(rec)))
+        if policy.all_decided:
+            break
+    assert policy.all_decided
+    assert [len(e.ops) for e in net.edge_states(0) if e.alive] == [1] * space.nodes
+    traj = {"space": space.to_dict(), "checks": checks, "epochs": [{"epoch": e} for e in range(checks[-1]["epoch"] + 1)]}
+    res = replay(traj, cfg=cfg)
+    assert res.stop_check == checks[-1]["check"] and res.genotype == net.genotype()
+    assert list(res.events) == policy.events
