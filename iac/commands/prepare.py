@@ -158,9 +158,16 @@ def run_prepare(cfg: PrepareConfig, progress: bool = True):
     from iac.data.prepare import prepare_dataset
     from iac.tracking import MlflowTracker
 
+    class _Tracker(MlflowTracker):
+        """Skips params the run already has (``mlflow run`` logs the entry point's own, as given)."""
+
+        def log_params(self, params):
+            have = self._client.get_run(self._run_id).data.params
+            super().log_params({k: v for k, v in params.items() if k not in have})
+
     active = mlflow.active_run()
     with nullcontext(active) if active else mlflow.start_run():
-        tracker = MlflowTracker()
+        tracker = _Tracker()
         tracker.set_tags({"step": "prepare", "dataset": cfg.dataset})
         try:
             result = prepare_dataset(cfg, tracker, progress=progress)

@@ -1,32 +1,11 @@
-"""Fixtures of the data tests: tiny phantom cohorts and configs."""
+"""Fixtures of the data tests: a tiny prepared phantom shared by the session."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from iac.config import PrepareConfig  # noqa: E402
-
-TINY = 24  # phantom matrix side for tests (pixels)
-
-
-def tiny_cfg(out: Path, **kw) -> PrepareConfig:
-    """A phantom config small enough for a unit test (4 patients, 24x24, one process)."""
-    base = dict(
-        dataset="phantom",
-        out=out,
-        phantom_patients=4,
-        phantom_size=TINY,
-        val_fraction=0.25,
-        test_fraction=0.25,
-        workers=1,
-    )
-    base.update(kw)
-    return PrepareConfig(**base)
+from prepare_helpers import tiny_cfg
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import TINY, tiny_cfg
+from prepare_helpers import TINY, tiny_cfg
 from nifti_factory import make_acdc
 
 from iac.config import PrepareConfig
