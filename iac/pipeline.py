@@ -159,6 +159,25 @@ def _has_checkpoint(run_id: str) -> bool:
         return False
 
 
+def _prepare(cfg: PrepareConfig, tags: dict[str, str]) -> dict[str, Any]:
+    """``prepare`` as a child run of the study; returns its outputs."""
+    import mlflow
+
+    from iac.commands.common import step_run
+    from iac.commands.prepare import run_prepare
+
+    with step_run("prepare", {"dataset": cfg.dataset, **tags}, run_name=f"prepare-{cfg.dataset}") as run:
+        res = run_prepare(cfg)
+        outputs = {
+            "run_id": run.info.run_id,
+            "data": str(Path(res.root).resolve()),
+            "fingerprint": res.fingerprint,
+            "name": res.manifest["name"],
+        }
+        mlflow.set_tag(OUTPUTS_TAG, json.dumps(outputs))
+    return outputs
+
+
 @dataclass
 class StudyResult:
     outputs: dict[str, Any]
@@ -170,7 +189,6 @@ class StudyResult:
 def run_study(cfg: MainConfig, experiment_id: str, study_run_id: str, tracker) -> StudyResult:
     """Run (or reuse) every step of the study and write the report."""
     from iac.commands.evaluate import run_evaluate
-    from iac.commands.prepare import run_prepare
     from iac.commands.retrain import run_retrain
     from iac.commands.search import run_random_cell, run_search_step
     from iac.commands.stats import run_stats
@@ -203,7 +221,7 @@ def run_study(cfg: MainConfig, experiment_id: str, study_run_id: str, tracker) -
         "prepare",
         "prepare",
         to_dict(pcfg),
-        lambda extra, _resume: run_prepare(pcfg, {**tags, **extra}),
+        lambda extra, _resume: _prepare(pcfg, {**tags, **extra}),
         validate=lambda o: (Path(o["data"]) / "manifest.json").is_file(),
     ).outputs
     data_path, fp = Path(prep["data"]), prep["fingerprint"]
