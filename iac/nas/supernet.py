@@ -304,6 +304,9 @@ class SearchNetwork(nn.Module):
                     raise ValueError(f"mask edge {e} is {entry['edge']!r}; expected {edge_key(i, j)!r}")
                 if entry["alive"] and not a.alive[e]:
                     raise ValueError(f"mask would revive the pruned edge {entry['edge']}")
+                revived = [name for name in entry["ops"] if name not in a.ops[e]]
+                if revived:
+                    raise ValueError(f"mask would revive operations {revived} of edge {entry['edge']}")
                 if tuple(entry["ops"]) != a.ops[e]:
                     if not a.alive[e]:
                         raise ValueError(f"mask changes the operations of the pruned edge {entry['edge']}")
