@@ -96,13 +96,16 @@ class SearchCell(nn.Module):
             raise ValueError(
                 f"got {len(op_weights)} op weights and {len(edge_weights)} edge weights for {len(edges)} edges"
             )
+        # Per source node: parameter-free results shared by its outgoing edges.
+        memos: dict[int, dict] = {}
         e = 0
         for j in self.space.node_ids:
             node = None
             for i in range(j):
                 key = edge_key(i, j)
                 if key in self.edges:
-                    y = edge_weights[e] * self.edges[key](states[i], op_weights[e])
+                    mixed = self.edges[key](states[i], op_weights[e], memos.setdefault(i, {}))
+                    y = edge_weights[e] * mixed
                     node = y if node is None else node + y
                 e += 1
             if node is None:

@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from iac.nas.operations import OPS, check_op_names
+from iac.nas.operations import OPS, DilConv, Pool, SepConv, check_op_names
 
 __all__ = ["MixedOp", "channel_shuffle"]
 
@@ -71,13 +71,17 @@ class MixedOp(nn.Module):
         new.train(self.training)
         return new
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, memo: dict | None = None) -> torch.Tensor:
         """Mix the operations on the first ``C // k`` channels.
 
         Args:
             x: (B, C, *S) edge input.
             weights: (len(op_names),) operation weights, softmax(alpha) over the
                 surviving operations.
+            memo: optional dict shared by the edges leaving the same node: the
+                parameter-free parts every edge computes identically from the
+                same channel slice (the convs' leading ReLU, the raw pools)
+                are computed once and reused. The result is the same.
 
         Returns:
             (B, C, *S): shuffled concatenation of the mixed slice and the bypass.
@@ -87,13 +91,25 @@ class MixedOp(nn.Module):
                 f"weights of shape {tuple(weights.shape)} do not fit the {len(self.op_names)} operations "
                 f"{list(self.op_names)}"
             )
+        memo = {} if memo is None else memo
         c = self.C // self.k
         xs = x[:, :c]  # (B, C/k, *S) through the operations
         out = None
         for i, name in enumerate(self.op_names):
             if name == "none":  # zeros: adds nothing, and its weight gets no gradient from it
                 continue
-            y = weights[i] * self.ops[name](xs)
+            op = self.ops[name]
+            if isinstance(op, (SepConv, DilConv)):
+                if "relu" not in memo:
+                    memo["relu"] = torch.relu(xs)
+                y = op.forward_activated(memo["relu"])
+            elif isinstance(op, Pool):
+                if name not in memo:
+                    memo[name] = op.pool(xs)
+                y = op.bn(memo[name])
+            else:
+                y = op(xs)
+            y = weights[i] * y
             out = y if out is None else out + y
         if out is None:  # only `none` survives
             out = torch.zeros_like(xs)

@@ -81,3 +81,17 @@ def test_keep_refuses_missing_op_and_wrong_weights():
         op.keep(["sep_conv_3x3"])
     with pytest.raises(ValueError, match="do not fit"):
         op(torch.randn(1, C, 4, 4), torch.ones(3))
+
+
+def test_shared_memo_gives_the_same_result_and_gradients():
+    torch.manual_seed(0)
+    a, b = MixedOp(C, DARTS_OPS, K), MixedOp(C, DARTS_OPS, K)
+    x = torch.randn(2, C, 8, 8, requires_grad=True)
+    w = torch.softmax(torch.randn(len(DARTS_OPS)), 0)
+    plain = a(x, w) + 2 * b(x, w)
+    (g_plain,) = torch.autograd.grad(plain.square().sum(), x)
+    memo = {}
+    shared = a(x, w, memo) + 2 * b(x, w, memo)
+    assert set(memo) == {"relu", "max_pool_3x3", "avg_pool_3x3"}
+    (g_shared,) = torch.autograd.grad(shared.square().sum(), x)
+    assert torch.allclose(plain, shared, atol=1e-6) and torch.allclose(g_plain, g_shared, atol=1e-5)
