@@ -196,3 +196,17 @@ def test_bad_values_give_usage_errors(argv, words, tmp_path, monkeypatch):
     for w in words:
         assert w in res.output, f"{argv}: the message should name {w!r}:\n{res.output}"
     assert not any(tmp_path.iterdir()), f"{argv} wrote {list(tmp_path.iterdir())}"
+
+
+def test_readme_documents_every_entry_point_parameter():
+    readme = (ROOT / "README.md").read_text()
+    for name, ep in ENTRY_POINTS.items():
+        m = re.search(rf"^### `{name}`\n(.*?)(?=^##)", readme, re.M | re.S)
+        assert m, f"README.md has no section ### `{name}`"
+        section = m.group(1)
+        # search_lth documents only what it adds to search_full.
+        if name == "search_lth":
+            section += re.search(r"^### `search_full`\n(.*?)(?=^##)", readme, re.M | re.S).group(1)
+        missing = [p for p in (ep.get("parameters") or {}) if f"| `{p}` |" not in section]
+        assert not missing, f"README.md's {name} section does not document {missing}"
+        assert f"mlflow run . -e {name} --env-manager local" in section, f"README.md lacks an example for {name}"
