@@ -272,15 +272,14 @@ def run_study(cfg: MainConfig, experiment_id: str, study_run_id: str, tracker) -
         )
         for method in ("full", "lth"):
             params = {**to_dict(scfg), "method": method, "data_fingerprint": fp}
-            if method == "lth":
-                params["stability"] = to_dict(budget.stability)
+            params["stability"] = to_dict(budget.stability) if method == "lth" else budget.stability.check_every
             ref_run = searches.get(f"full-{seed}", {}).get("run_id") if method == "lth" else None
             out = cache.run(
                 f"search_{method}",
                 f"search_{method} (seed {seed})",
                 params,
                 lambda extra, resume, m=method, s=scfg, rr=ref_run: run_search_step(
-                    s, m, budget.stability if m == "lth" else None, {**tags, **extra}, resume_run=resume, reference_run=rr
+                    s, m, budget.stability, {**tags, **extra}, resume_run=resume, reference_run=rr
                 ),
             ).outputs
             searches[f"{method}-{seed}"] = out

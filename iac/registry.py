@@ -227,8 +227,11 @@ def load_genotype_json(ref: str) -> tuple[str, dict[str, str]]:
             raise ValueError(f"{ref!r} carries no genotype_json tag: is it a registered cell ({CELL_PREFIX}-...)?")
         return mv.tags["genotype_json"], mv.tags
     if ref.startswith("runs:/"):
-        uri = ref if ref.endswith(".json") else ref.rstrip("/") + "/genotype/genotype.json"
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri)
+        run_id, _, path = ref[len("runs:/") :].partition("/")
+        path = path.strip("/") or "genotype"
+        if not path.endswith(".json"):
+            path += "/genotype.json"
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)
         return Path(local).read_text(), {}
     path = Path(ref)
     if not path.is_file():

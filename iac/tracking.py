@@ -102,9 +102,26 @@ class MlflowTracker(Tracker):
         return self._run_id
 
     def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log parameters; keys the run already holds are kept.
+
+        Under ``mlflow run`` the entry point's parameters are logged before the
+        step starts, as strings (``''`` for unset); MLflow refuses to change a
+        logged value, so a resolved value that differs is logged as
+        ``<key>.resolved`` instead.
+        """
         from mlflow.entities import Param
 
-        items = [Param(str(k), _param_str(v)) for k, v in params.items()]
+        existing = self._client.get_run(self._run_id).data.params
+        items = []
+        for k, v in params.items():
+            key, value = str(k), _param_str(v)
+            if key in existing:
+                if existing[key] == value:
+                    continue
+                key = f"{key}.resolved"
+                if existing.get(key) == value:
+                    continue
+            items.append(Param(key, value))
         for i in range(0, len(items), self._BATCH):
             self._client.log_batch(self._run_id, params=items[i : i + self._BATCH])
 

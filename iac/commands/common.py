@@ -18,6 +18,9 @@ from typing import Any, Iterator, Sequence
 import click
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# Model downloads print one progress line per file of the packaged code; the
+# steps show their own progress instead.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def setup_logging() -> None:

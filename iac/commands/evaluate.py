@@ -109,7 +109,7 @@ def run_evaluate(cfg: EvalConfig, extra_tags: dict[str, str] | None = None) -> d
 @click.option("--data", required=True, help="Prepared dataset folder.")
 @click.option("--split", default="test", show_default=True, help="train, val or test.")
 @click.option("--empty-policy", default="dice1_hd0", show_default=True, help="Empty-structure policy (dice1_hd0 or nan).")
-@click.option("--save-predictions/--no-save-predictions", default=False, show_default=True, help="Log NIfTI predictions on the original grids.")
+@click.option("--save-predictions", type=click.BOOL, default=False, show_default=True, help="Log NIfTI predictions on the original grids (true/false).")
 @click.option("--batch-size", default=32, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True)
 def evaluate(model: str, data: str, split: str, empty_policy: str, save_predictions: bool, batch_size: int, device: str) -> None:

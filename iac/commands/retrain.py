@@ -81,7 +81,7 @@ def run_retrain(cfg: TrainConfig, extra_tags: dict[str, str] | None = None, resu
             if resume_run:
                 resume_path = Path(
                     mlflow.artifacts.download_artifacts(
-                        artifact_uri=f"runs:/{resume_run}/checkpoints/last.pt", dst_path=str(Path(tmp) / "resume")
+                        run_id=resume_run, artifact_path="checkpoints/last.pt", dst_path=str(Path(tmp) / "resume")
                     )
                 )
             outcome = train_network(
@@ -130,7 +130,7 @@ def run_retrain(cfg: TrainConfig, extra_tags: dict[str, str] | None = None, resu
 @click.option("--lr-schedule", default="cosine", show_default=True, help="cosine or constant.")
 @click.option("--batch-size", default=16, show_default=True, type=int)
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--augment/--no-augment", default=False, show_default=True, help="MONAI spatial and intensity augmentation.")
+@click.option("--augment", type=click.BOOL, default=False, show_default=True, help="MONAI spatial and intensity augmentation (true/false).")
 @click.option("--pretrained", default="", help="Registered U-Net to start from (models:/...).")
 @click.option("--resume", default="", help="Run id of an interrupted retrain to continue.")
 @click.option("--device", default="auto", show_default=True)

@@ -41,7 +41,14 @@ def _baseline(cfg: SearchConfig, tags: dict[str, str]) -> str:
     from iac.commands.retrain import run_retrain
 
     click.echo("no pretrained U-Net given: training a baseline first (skip=identity)")
-    tcfg = TrainConfig(data=cfg.data, backbone=cfg.backbone, skip="identity", seed=cfg.seed, device=cfg.device)
+    tcfg = TrainConfig(
+        data=cfg.data,
+        backbone=cfg.backbone,
+        skip="identity",
+        seed=cfg.seed,
+        device=cfg.device,
+        max_slices_per_epoch=cfg.max_slices_per_epoch,
+    )
     return run_retrain(tcfg, {k: v for k, v in tags.items() if k.startswith("iac_study")})["model_uri"]
 
 
@@ -65,25 +72,29 @@ def run_search_step(
     one_of("method", method, METHODS)
     data = PreparedDataset(cfg.data)
     stability = stability or StabilityConfig()
-    pretrained = cfg.pretrained or _baseline(cfg, extra_tags or {})
-    unet, ucfg, utags = registry.load_unet(pretrained, device="cpu")
-    net_cfg = ucfg["network"]
-    backbone = registry_backbone_name(net_cfg["name"], net_cfg.get("preset", "small"))
-    if net_cfg["name"] != cfg.backbone.name:
-        warnings.warn(f"backbone={cfg.backbone.name} but the pretrained U-Net is a {net_cfg['name']}; searching on the latter")
     space = make_space(cfg)
     policy = NoPruning() if method == "full" else JSStabilityPruning(space, stability)
     tags = {
         "dataset": data.name,
-        "backbone": backbone,
+        "backbone": registry_backbone_name(cfg.backbone.name, cfg.backbone.preset),
         "method": method,
         "seed": cfg.seed,
         "data_fingerprint": data.fingerprint,
-        "pretrained": pretrained,
         "resumed_from": resume_run,
         **(extra_tags or {}),
     }
     with step_run(f"search_{method}", tags, run_name=f"search-{method}-s{cfg.seed}") as run:
+        # Without a pretrained U-Net, the baseline is trained first, as a child run of this search.
+        pretrained = cfg.pretrained or _baseline(cfg, extra_tags or {})
+        unet, ucfg, _ = registry.load_unet(pretrained, device="cpu")
+        net_cfg = ucfg["network"]
+        backbone = registry_backbone_name(net_cfg["name"], net_cfg.get("preset", "small"))
+        if net_cfg["name"] != cfg.backbone.name:
+            warnings.warn(
+                f"backbone={cfg.backbone.name} but the pretrained U-Net is a {net_cfg['name']}; searching on the latter",
+                stacklevel=2,
+            )
+        mlflow.set_tags({"pretrained": pretrained, "backbone": backbone})
         tracker = tracker_for(run)
         params = {**to_dict(cfg), "method": method, "pretrained": pretrained}
         params["backbone"] = backbone
@@ -98,7 +109,7 @@ def run_search_step(
             if resume_run:
                 resume_path = Path(
                     mlflow.artifacts.download_artifacts(
-                        artifact_uri=f"runs:/{resume_run}/checkpoints/last.pt", dst_path=str(Path(tmp) / "resume")
+                        run_id=resume_run, artifact_path="checkpoints/last.pt", dst_path=str(Path(tmp) / "resume")
                     )
                 )
             result = run_search(
@@ -211,7 +222,7 @@ def _compare_with_reference(reference_run: str, result) -> dict[str, float]:
 
     ref = mlflow.get_run(reference_run)
     ref_secs = ref.data.metrics.get("search_seconds")
-    local = mlflow.artifacts.download_artifacts(artifact_uri=f"runs:/{reference_run}/genotype/genotype.json")
+    local = mlflow.artifacts.download_artifacts(run_id=reference_run, artifact_path="genotype/genotype.json")
     ref_geno = Genotype.from_json(Path(local).read_text())
     out = {"genotype_agreement": genotype_agreement(ref_geno, result.genotype), "genotype_equal": float(ref_geno == result.genotype)}
     if ref_secs:
@@ -282,7 +293,7 @@ def search_options(fn):
         click.option("--epochs", default=200, show_default=True, type=int, help="Search epochs (the paper's full search: 200)."),
         click.option("--pretrained", default="", help="Registered baseline U-Net (models:/...); empty = train one first."),
         click.option("--resume", default="", help="Run id of a killed search to continue."),
-        click.option("--freeze-backbone/--no-freeze-backbone", default=True, show_default=True),
+        click.option("--freeze-backbone", type=click.BOOL, default=True, show_default=True, help="Keep the pre-trained U-Net frozen (true/false)."),
         click.option("--warmup-epochs", default=15, show_default=True, type=int, help="Weight-only epochs before architecture steps (clamped to epochs/2)."),
         click.option("--w-lr", default=3e-3, show_default=True, type=float, help="Cell-weight learning rate (AdamW, cosine)."),
         click.option("--arch-lr", default=6e-4, show_default=True, type=float, help="Architecture Adam learning rate."),
@@ -292,7 +303,7 @@ def search_options(fn):
         click.option("--cell-channels", default=16, show_default=True, type=int),
         click.option("--ops", default=",".join(DARTS_OPS), show_default=True, help="Comma-separated candidate operations."),
         click.option("--cell-inputs", default="skip+up", show_default=True, help="skip+up or skip."),
-        click.option("--per-level/--shared", default=False, show_default=True, help="One architecture per skip level."),
+        click.option("--per-level", type=click.BOOL, default=False, show_default=True, help="One architecture per skip level (true/false)."),
         click.option("--seed", default=0, show_default=True, type=int),
         click.option("--device", default="auto", show_default=True),
         click.option("--max-slices-per-epoch", default=0, show_default=True, type=int, help="Cap on slices per epoch (0 = all)."),
