@@ -211,7 +211,7 @@ BUDGETS: dict[str, Budget] = {
     "smoke": Budget(
         baseline_epochs=1,
         extra_epochs=1,
-        search_epochs=4,
+        search_epochs=3,
         warmup_epochs=1,
         stability=StabilityConfig(tau=0.05, patience=1, window=1, check_every=1),
         max_slices_per_epoch=16,

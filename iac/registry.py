@@ -145,9 +145,36 @@ def register_unet(
 
 
 def _log_unet(weights: Path, cfg_path: Path, name: str):
+    import warnings
+
+    import mlflow
+
+    with warnings.catch_warnings():
+        # The pyfunc takes several input kinds (path, dict, DataFrame); it validates them itself.
+        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
+        return _log_pyfunc(weights, cfg_path, name)
+
+
+def pip_requirements() -> list[str]:
+    """The project's own dependencies, recorded with the model.
+
+    Given explicitly so MLflow does not infer them by importing the model in a
+    subprocess (seconds per registration).
+    """
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        reqs = [r for r in (requires("iac-lth") or []) if "extra ==" not in r]
+    except PackageNotFoundError:
+        reqs = []
+    return reqs or ["torch", "mlflow", "monai", "SimpleITK", "numpy", "safetensors"]
+
+
+def _log_pyfunc(weights: Path, cfg_path: Path, name: str):
     import mlflow
 
     return mlflow.pyfunc.log_model(
+        pip_requirements=pip_requirements(),
         name="model",
         python_model=str(_PROJECT_ROOT / "iac" / "serving_model.py"),
         artifacts={"weights": str(weights), "config": str(cfg_path)},

@@ -89,7 +89,11 @@ def predict_raw(net, config: dict[str, Any], model_input: Any, device: str = "cp
 
 
 try:  # the pyfunc base class only where MLflow is installed
+    import warnings
+
     import mlflow.pyfunc
+
+    warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
 
     class UNetPyfunc(mlflow.pyfunc.PythonModel):
         """Pyfunc wrapper: safetensors weights + JSON config, no pickle."""

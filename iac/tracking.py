@@ -26,7 +26,8 @@ class Tracker:
         """Set run tags."""
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        """Copy a local file or folder into the run's artifacts."""
+        """Copy a local file into the run's artifacts (under ``artifact_path``), or a
+        folder's contents into ``artifact_path`` (default: a folder of the same name)."""
 
     def log_dict(self, data: Any, name: str) -> None:
         """Write ``data`` as JSON artifact ``name`` (may include folders)."""
@@ -149,7 +150,8 @@ class MlflowTracker(Tracker):
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         p = Path(path)
         if p.is_dir():
-            self._client.log_artifacts(self._run_id, str(p), artifact_path)
+            # A folder's contents go to `artifact_path`, or to a folder of the same name.
+            self._client.log_artifacts(self._run_id, str(p), artifact_path or p.name)
         else:
             self._client.log_artifact(self._run_id, str(p), artifact_path)
 

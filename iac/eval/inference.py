@@ -35,8 +35,9 @@ def predict_volume(
     n_slices = image.shape[1]
     for start in range(0, n_slices, batch_size):
         # (C, b, H, W) -> (b, C, H, W)
-        chunk = np.ascontiguousarray(np.moveaxis(image[:, start : start + batch_size], 1, 0))
-        x = torch.from_numpy(chunk).float().to(device)
+        # Copy out of the (read-only, memory-mapped) store: (C, b, H, W) -> (b, C, H, W).
+        chunk = np.array(np.moveaxis(image[:, start : start + batch_size], 1, 0), dtype=np.float32)
+        x = torch.from_numpy(chunk).to(device)
         logits = model(x)  # (b, K, H, W)
         if return_probs:
             outs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
