@@ -66,6 +66,13 @@ def write_report(
         "",
     ]
 
+    # Mean test Dice per method (patient level: frames averaged, then patients).
+    evals = outputs.get("evaluations", {})
+    if evals:
+        lines += ["## Test Dice per method", "", "| method | mean foreground Dice (patient level) |", "|---|---:|"]
+        lines += [f"| {name} | {ev['dice']:.4f} |" for name, ev in sorted(evals.items(), key=lambda kv: -kv[1]["dice"])]
+        lines.append("")
+
     # Paired statistics.
     st = outputs.get("stats", {})
     if st.get("run_id"):

@@ -68,6 +68,7 @@ def run_search_step(
     from iac.models import registry_backbone_name
     from iac.nas.pruning import JSStabilityPruning, NoPruning
     from iac.nas.search import make_space, run_search
+    from iac.nas.stability import full_speed_js
 
     one_of("method", method, METHODS)
     data = PreparedDataset(cfg.data)
@@ -100,6 +101,15 @@ def run_search_step(
         params["backbone"] = backbone
         if method == "lth":
             params.update({f"lth_{k}": v for k, v in to_dict(stability).items()})
+            bound = full_speed_js(cfg.arch_lr, stability.check_every * stability.window, len(cfg.ops))
+            params["lth_full_speed_js"] = bound
+            if stability.tau >= bound:
+                warnings.warn(
+                    f"tau={stability.tau:g} is at or above the JS divergence of an edge moving at Adam's full speed "
+                    f"between checks ({bound:.2g} for arch_lr={cfg.arch_lr:g}, check_every={stability.check_every}, "
+                    f"window={stability.window}); the stability test then reduces to the unchanged top-k condition",
+                    stacklevel=2,
+                )
         else:
             params["check_every"] = stability.check_every
         tracker.log_params(params)

@@ -77,6 +77,32 @@ def js_divergence(p: Sequence[float], q: Sequence[float], base: float = 2) -> fl
     return float(min(max(nats / np.log(base), 0.0), upper))
 
 
+def full_speed_js(arch_lr: float, steps: int, n_ops: int) -> float:
+    """JS divergence an edge reaches when its logits move at Adam's full speed.
+
+    With Adam every logit moves by about ``arch_lr`` per architecture step
+    whatever the gradient's size, so over ``steps`` steps a uniform
+    distribution whose logits move apart (half up, half down) by
+    ``arch_lr * steps`` is about the largest change a check can see. A
+    ``tau`` at or above this value never binds; below it, ``tau / full_speed_js``
+    is the fraction of full-speed movement an edge may still show when stable.
+
+    Args:
+        arch_lr: Architecture learning rate (Adam).
+        steps: Architecture steps between the compared distributions
+            (``check_every * window``).
+        n_ops: Operations on the edge.
+
+    Returns:
+        The divergence in bits.
+    """
+    if n_ops < 2:
+        return 0.0
+    shift = np.where(np.arange(n_ops) % 2 == 0, 1.0, -1.0) * arch_lr * steps
+    q = np.exp(shift - shift.max())
+    return js_divergence(np.full(n_ops, 1.0 / n_ops), q / q.sum())
+
+
 def top_k_ops(ops: Sequence[str], probs: Sequence[float], k: int) -> tuple[str, ...]:
     """The ``k`` most probable operations, ``none`` excluded.
 

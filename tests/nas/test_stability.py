@@ -218,3 +218,22 @@ def test_invalid_settings_raise(kw):
 def test_update_rejects_mismatched_lengths():
     with pytest.raises(ValueError, match="ops"):
         StabilityTest(TAU, 1).update("e", OPS[:3], [0.5, 0.5])
+
+
+def test_full_speed_js_scales_with_steps_and_bounds_real_moves():
+    import numpy as np
+
+    from iac.nas.stability import full_speed_js, js_divergence
+
+    lr = 6e-4
+    small, large = full_speed_js(lr, 50, 8), full_speed_js(lr, 200, 8)
+    # Small moves: the divergence grows with the square of the distance moved.
+    assert 12 < large / small < 17
+    # Any move of at most lr per step and logit stays below the full-speed bound.
+    rng = np.random.default_rng(0)
+    p = np.full(8, 1 / 8)
+    for _ in range(50):
+        shift = rng.uniform(-1, 1, 8) * lr * 50
+        q = np.exp(shift) / np.exp(shift).sum()
+        assert js_divergence(p, q) <= small * 1.0001
+    assert full_speed_js(lr, 50, 1) == 0.0
