@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from iac.nas.genotype import CellGenotype, SearchSpace, edge_key
-from iac.nas.mixed_op import MixedOp
+from iac.nas.mixed_op import MixedOp, channel_shuffle, source_node_outputs
 from iac.nas.operations import OPS, conv_class, norm_class
 
 __all__ = ["SearchCell", "DiscreteCell", "Projection"]
@@ -96,22 +96,46 @@ class SearchCell(nn.Module):
             raise ValueError(
                 f"got {len(op_weights)} op weights and {len(edge_weights)} edge weights for {len(edges)} edges"
             )
-        # Per source node: parameter-free results shared by its outgoing edges.
-        memos: dict[int, dict] = {}
-        e = 0
-        for j in self.space.node_ids:
-            node = None
-            for i in range(j):
+        # Source by source: every edge leaving node i is evaluated together
+        # (source_node_outputs), and node j is assembled once from its
+        # incoming edges: mixed slices and bypass channels are summed first,
+        # then concatenated and shuffled once. Because the shuffle and the
+        # concatenation are linear, this equals summing the edges' shuffled
+        # outputs (MixedOp.forward) up to float rounding.
+        key_index = {(i, j): e for e, (i, j) in enumerate(edges)}
+        mixed_sum: dict[int, torch.Tensor] = {}
+        bypass_sum: dict[int, torch.Tensor] = {}
+        n_states = self.space.n_inputs + self.space.nodes
+        for i in range(n_states - 1):
+            if i >= self.space.n_inputs:  # all of node i's incoming edges are in
+                states.append(self._assemble(i, mixed_sum, bypass_sum))
+            outgoing = []
+            for j in range(max(i + 1, self.space.n_inputs), n_states):
                 key = edge_key(i, j)
                 if key in self.edges:
-                    mixed = self.edges[key](states[i], op_weights[e], memos.setdefault(i, {}))
-                    y = edge_weights[e] * mixed
-                    node = y if node is None else node + y
-                e += 1
-            if node is None:
-                raise RuntimeError(f"node {j} has no alive incoming edge")
-            states.append(node)  # (B, C, *S)
+                    e = key_index[(i, j)]
+                    outgoing.append((j, self.edges[key], op_weights[e], edge_weights[e]))
+            if not outgoing:
+                continue
+            x = states[i]
+            mixed = source_node_outputs(x, [(m, w, b) for _, m, w, b in outgoing])  # (B, n, c, *S)
+            c = mixed.shape[2]
+            for pos, (j, m, _, b) in enumerate(outgoing):
+                y = mixed[:, pos]
+                mixed_sum[j] = y if j not in mixed_sum else mixed_sum[j] + y
+                if m.k > 1:
+                    z = b * x[:, c:]
+                    bypass_sum[j] = z if j not in bypass_sum else bypass_sum[j] + z
+        states.append(self._assemble(n_states - 1, mixed_sum, bypass_sum))
         return self.output(torch.cat(states[self.space.n_inputs :], dim=1))
+
+    def _assemble(self, j: int, mixed_sum: dict, bypass_sum: dict) -> torch.Tensor:
+        if j not in mixed_sum:
+            raise RuntimeError(f"node {j} has no alive incoming edge")
+        k = self.space.k
+        if k == 1:
+            return mixed_sum.pop(j)
+        return channel_shuffle(torch.cat([mixed_sum.pop(j), bypass_sum.pop(j)], dim=1), k)  # (B, C, *S)
 
 
 class DiscreteCell(nn.Module):

@@ -13,11 +13,12 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from iac.nas.operations import OPS, DilConv, Pool, SepConv, check_op_names
+from iac.nas.operations import OPS, DilConv, Pool, SepConv, check_op_names, depthwise
 
-__all__ = ["MixedOp", "channel_shuffle"]
+__all__ = ["MixedOp", "channel_shuffle", "batch_norm_group", "source_node_outputs"]
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -105,7 +106,7 @@ class MixedOp(nn.Module):
                 y = op.forward_activated(memo["relu"])
             elif isinstance(op, Pool):
                 if name not in memo:
-                    memo[name] = op.pool(xs)
+                    memo[name] = op.pooled(xs)
                 y = op.bn(memo[name])
             else:
                 y = op(xs)
@@ -116,3 +117,165 @@ class MixedOp(nn.Module):
         if self.k == 1:
             return out
         return channel_shuffle(torch.cat([out, x[:, c:]], dim=1), self.k)
+
+
+# Batched evaluation of all edges leaving one node ---------------------------------
+#
+# The edges leaving a node all read the same channel slice. In
+# :func:`source_node_outputs` every operation kind is evaluated once for all
+# those edges together: the depthwise convs of the edges as one grouped conv
+# (the edges' channels concatenated), the pointwise convs as one batched
+# matrix product, the norms as one norm over the concatenated channels (a
+# non-affine BatchNorm normalises each channel on its own, so this is the
+# same as one norm per edge; running statistics are written back to each
+# edge's module). A pooling op's norm sees the same input on every edge, so
+# with batch statistics (training) its output is the same on every edge and is
+# computed once. The result equals the per-edge :meth:`MixedOp.forward` up to
+# float rounding, with the same parameters and buffers.
+
+
+def _shared_norm_ok(bns: Sequence[nn.Module]) -> bool:
+    first = bns[0]
+    return all(
+        isinstance(bn, nn.modules.batchnorm._BatchNorm)
+        and not bn.affine
+        and bn.track_running_stats
+        and bn.running_mean is not None
+        and bn.momentum is not None
+        and bn.momentum == first.momentum
+        and bn.eps == first.eps
+        and bn.training == first.training
+        for bn in bns
+    )
+
+
+def batch_norm_group(x: torch.Tensor, bns: Sequence[nn.Module], shared: bool = False) -> torch.Tensor:
+    """Apply non-affine BatchNorms ``bns`` (each over ``c`` channels) at once.
+
+    Args:
+        x: (B, n*c, *S) with module ``m`` owning channels ``[m*c, (m+1)*c)``;
+            with ``shared``, (B, c, *S) given to every module.
+        bns: the modules; their running statistics are updated as if each had
+            been called on its own input.
+        shared: every module normalises the same ``x``.
+
+    Returns:
+        (B, n*c, *S); with ``shared`` in training mode (batch statistics, the
+        same output for every module) just (B, c, *S).
+    """
+    n = len(bns)
+    if not _shared_norm_ok(bns):  # unusual settings: one call per module
+        parts = [x] * n if shared else x.chunk(n, dim=1)
+        return torch.cat([bn(part) for bn, part in zip(bns, parts)], dim=1)
+    first = bns[0]
+    momentum, eps = first.momentum, first.eps
+    if not first.training:  # running statistics, per module
+        if shared and n > 1:
+            x = x.repeat(1, n, *([1] * (x.dim() - 2)))
+        mean = torch.cat([bn.running_mean for bn in bns]) if n > 1 else first.running_mean
+        var = torch.cat([bn.running_var for bn in bns]) if n > 1 else first.running_var
+        return F.batch_norm(x, mean, var, None, None, False, 0.0, eps)
+    if shared:
+        c = x.shape[1]
+        # momentum 1: the buffers receive this batch's mean and unbiased variance.
+        mean = torch.zeros(c, dtype=first.running_mean.dtype, device=x.device)
+        var = torch.ones(c, dtype=first.running_var.dtype, device=x.device)
+        y = F.batch_norm(x, mean, var, None, None, True, 1.0, eps)
+        with torch.no_grad():
+            for bn in bns:
+                bn.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
+                bn.running_var.mul_(1 - momentum).add_(var, alpha=momentum)
+                bn.num_batches_tracked.add_(1)
+        return y
+    if n == 1:
+        return first(x)
+    mean = torch.cat([bn.running_mean for bn in bns])
+    var = torch.cat([bn.running_var for bn in bns])
+    y = F.batch_norm(x, mean, var, None, None, True, momentum, eps)
+    with torch.no_grad():
+        for bn, m, v in zip(bns, mean.chunk(n), var.chunk(n)):
+            bn.running_mean.copy_(m)
+            bn.running_var.copy_(v)
+            bn.num_batches_tracked.add_(1)
+    return y
+
+
+def _grouped_dw_pw(x: torch.Tensor, dws: Sequence[nn.Module], pws: Sequence[nn.Module]) -> torch.Tensor:
+    """Per group ``g`` of ``c`` channels of ``x`` (B, n*c, *S): ``pws[g](dws[g](x_g))``, concatenated."""
+    n = len(dws)
+    dw = dws[0]
+    w = torch.cat([m.weight for m in dws]) if n > 1 else dw.weight
+    h = depthwise(x, w, dw.padding[0], dw.dilation[0])  # (B, n*c, *S)
+    b, spatial = h.shape[0], h.shape[2:]
+    pw = torch.stack([m.weight.flatten(1) for m in pws])  # (n, c, c)
+    h = torch.einsum("eoi,bein->beon", pw, h.reshape(b, n, pw.shape[2], -1))
+    return h.reshape(b, n * pw.shape[1], *spatial)
+
+
+def _conv_ops(r: torch.Tensor, ops: Sequence[nn.Module]) -> torch.Tensor:
+    """``op.forward_activated(r)`` of every op (all SepConv or all DilConv of one size): (B, n*c, *S)."""
+    n = len(ops)
+    x = r.repeat(1, n, *([1] * (r.dim() - 2))) if n > 1 else r
+    if isinstance(ops[0], SepConv):
+        h = _grouped_dw_pw(x, [op.dw1 for op in ops], [op.pw1 for op in ops])
+        h = torch.relu(batch_norm_group(h, [op.bn1 for op in ops]))
+        h = _grouped_dw_pw(h, [op.dw2 for op in ops], [op.pw2 for op in ops])
+        return batch_norm_group(h, [op.bn2 for op in ops])
+    h = _grouped_dw_pw(x, [op.dw for op in ops], [op.pw for op in ops])
+    return batch_norm_group(h, [op.bn for op in ops])
+
+
+def source_node_outputs(
+    x: torch.Tensor, edges: Sequence[tuple["MixedOp", torch.Tensor, torch.Tensor]]
+) -> torch.Tensor:
+    """The weighted mixed slices of all edges leaving one node, without bypass and shuffle.
+
+    Args:
+        x: (B, C, *S) the source node's feature.
+        edges: per outgoing edge ``(mixed_op, op_weights, edge_weight)``; all
+            mixed ops share ``C`` and ``k``.
+
+    Returns:
+        (B, n_edges, C // k, *S): for edge ``e``, ``edge_weight * sum_o
+        op_weights[o] * op_o(x[:, :C // k])``, i.e. the first ``C // k``
+        channels of ``edge_weight * mixed_op(x, op_weights)`` before the
+        channel shuffle (the bypass part is ``edge_weight * x[:, C // k:]``).
+    """
+    first = edges[0][0]
+    c = first.C // first.k
+    xs = x[:, :c]
+    n = len(edges)
+    for mixed, w, _ in edges:
+        if w.shape != (len(mixed.op_names),):
+            raise ValueError(
+                f"weights of shape {tuple(w.shape)} do not fit the {len(mixed.op_names)} operations "
+                f"{list(mixed.op_names)}"
+            )
+    names = [name for name in OPS if name != "none" and any(name in m.op_names for m, _, _ in edges)]
+    relu = None
+    out = None
+    for name in names:
+        idx = [e for e, (m, _, _) in enumerate(edges) if name in m.op_names]
+        mods = [edges[e][0].ops[name] for e in idx]
+        coef = torch.stack([edges[e][2] * edges[e][1][edges[e][0].op_names.index(name)] for e in idx])
+        if name == "skip_connect":
+            y = xs.unsqueeze(1)  # (B, 1, c, *S), the same for every edge
+        elif isinstance(mods[0], Pool):
+            y = batch_norm_group(mods[0].pooled(xs), [op.bn for op in mods], shared=True)
+            y = y.unflatten(1, (-1, c))  # (B, 1 or len(idx), c, *S)
+        elif isinstance(mods[0], (SepConv, DilConv)):
+            if relu is None:
+                relu = torch.relu(xs)
+            y = _conv_ops(relu, mods).unflatten(1, (len(idx), c))
+        else:  # an operation without a batched form
+            y = torch.stack([op(xs) for op in mods], dim=1)
+        term = coef.view(1, -1, *([1] * (y.dim() - 2))) * y  # (B, len(idx), c, *S)
+        if len(idx) == n:
+            out = term if out is None else out + term
+        else:
+            if out is None:
+                out = xs.new_zeros((xs.shape[0], n, *xs.shape[1:]))
+            out = out.index_add(1, torch.tensor(idx, device=x.device), term)
+    if out is None:  # only `none` survives on every edge
+        out = xs.new_zeros((xs.shape[0], n, *xs.shape[1:]))
+    return out

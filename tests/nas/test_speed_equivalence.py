@@ -1,0 +1,170 @@
+"""The fast paths compute what the straightforward ones compute.
+
+References here use the modules' own ``nn.Conv``/``nn.BatchNorm``/pool calls
+and one :class:`MixedOp`-style sum per edge, with the shuffle applied per edge;
+the optimised code (custom depthwise backward, 1x1 convs as matrix products,
+separable average pooling, edges of one source node batched, nodes assembled
+once) must match them in outputs, gradients and BatchNorm running statistics.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from iac.config import DARTS_OPS
+from iac.nas.cell import SearchCell
+from iac.nas.genotype import SearchSpace, edge_key
+from iac.nas.mixed_op import MixedOp, channel_shuffle
+from iac.nas.operations import OPS, DilConv, Pool, SepConv, depthwise, pointwise_conv
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+TOL = dict(atol=1e-4, rtol=1e-4)
+
+
+def _ref_op(op, x):
+    """An operation computed with plain module calls."""
+    if isinstance(op, SepConv):
+        h = op.bn1(op.pw1(op.dw1(torch.relu(x))))
+        return op.bn2(op.pw2(op.dw2(torch.relu(h))))
+    if isinstance(op, DilConv):
+        return op.bn(op.pw(op.dw(torch.relu(x))))
+    if isinstance(op, Pool):
+        return op.bn(op.pool(x))
+    return op(x)
+
+
+def _ref_mixed(mixed, x, w):
+    c = mixed.C // mixed.k
+    out = sum(w[i] * _ref_op(mixed.ops[n], x[:, :c]) for i, n in enumerate(mixed.op_names) if n != "none")
+    if isinstance(out, int):
+        out = torch.zeros_like(x[:, :c])
+    return channel_shuffle(torch.cat([out, x[:, c:]], 1), mixed.k) if mixed.k > 1 else out
+
+
+def _ref_cell(cell, skip, up, op_w, edge_w):
+    states = [proj(t) for proj, t in zip(cell.inputs, (skip, up))]
+    e = 0
+    for j in cell.space.node_ids:
+        node = 0
+        for i in range(j):
+            key = edge_key(i, j)
+            if key in cell.edges:
+                node = node + edge_w[e] * _ref_mixed(cell.edges[key], states[i], op_w[e])
+            e += 1
+        states.append(node)
+    return cell.output(torch.cat(states[cell.space.n_inputs :], 1))
+
+
+def _buffers(module):
+    return {k: v.clone() for k, v in module.state_dict().items() if "running" in k or "num_batches" in k}
+
+
+@pytest.mark.parametrize("k,d", [(3, 1), (5, 1), (3, 2), (5, 2)])
+def test_depthwise_matches_conv2d(k, d):
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 9, 8, requires_grad=True)
+    w = torch.randn(5, 1, k, k, requires_grad=True)
+    pad = d * (k - 1) // 2
+    g = torch.randn(3, 5, 9, 8)
+    ref = F.conv2d(x, w, padding=pad, dilation=d, groups=5)
+    ref_grads = torch.autograd.grad(ref, (x, w), g)
+    out = depthwise(x, w, pad, d)
+    grads = torch.autograd.grad(out, (x, w), g)
+    assert torch.allclose(out, ref, **TOL)
+    for a, b in zip(grads, ref_grads):
+        assert torch.allclose(a, b, **TOL)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_pointwise_and_avg_pool_match_modules(dims):
+    torch.manual_seed(0)
+    conv = OPS["sep_conv_3x3"](4, dims).pw1
+    x = torch.randn(2, 4, *([5] * dims), requires_grad=True)
+    assert torch.allclose(pointwise_conv(conv, x), conv(x), **TOL)
+    pool = OPS["avg_pool_3x3"](4, dims)
+    assert torch.allclose(pool.pooled(x), pool.pool(x), **TOL)
+    (g1,) = torch.autograd.grad(pool.pooled(x).square().sum(), x)
+    (g2,) = torch.autograd.grad(pool.pool(x).square().sum(), x)
+    assert torch.allclose(g1, g2, **TOL)
+
+
+@pytest.mark.parametrize("name", list(OPS))
+def test_each_op_matches_its_plain_form(name):
+    torch.manual_seed(0)
+    op = OPS[name](4, 2)
+    ref = copy.deepcopy(op)
+    x = torch.randn(2, 4, 7, 7, requires_grad=True)
+    y, y_ref = op(x), _ref_op(ref, x)
+    assert torch.allclose(y, y_ref, **TOL)
+    if name == "none":
+        return
+    g = torch.randn_like(y)
+    params, ref_params = list(op.parameters()), list(ref.parameters())
+    grads = torch.autograd.grad(y, [x, *params], g)
+    ref_grads = torch.autograd.grad(y_ref, [x, *ref_params], g)
+    for a, b in zip(grads, ref_grads):
+        assert torch.allclose(a, b, **TOL)
+
+
+def _cell_case(space, prune):
+    torch.manual_seed(0)
+    cell = SearchCell(space, 6, 5 if space.n_inputs == 2 else None, 2)
+    g = torch.Generator().manual_seed(1)
+    op_w, edge_w = [], []
+    for e, (i, j) in enumerate(space.edges()):
+        key = edge_key(i, j)
+        if prune and e % 3 == 1:
+            cell.edges[key] = cell.edges[key].keep([space.ops[(e % (len(space.ops) - 1)) + 1]])
+        if prune and e == 2:
+            cell.edges[key] = cell.edges[key].keep(["none"])
+        n = len(cell.edges[key].op_names)
+        op_w.append(torch.softmax(torch.randn(n, generator=g), 0).requires_grad_())
+        edge_w.append(torch.rand((), generator=g).requires_grad_())
+    if prune:
+        del cell.edges[edge_key(*space.edges()[-1])]
+        op_w[-1] = edge_w[-1] = None
+    return cell, op_w, edge_w
+
+
+@pytest.mark.parametrize(
+    "space, prune, train",
+    [
+        (SearchSpace(cell_channels=8, k=4, nodes=3), False, True),
+        (SearchSpace(cell_channels=8, k=4, nodes=3), True, True),
+        (SearchSpace(cell_channels=8, k=4, nodes=3), False, False),
+        (SearchSpace(cell_channels=4, k=1, nodes=2, n_inputs=1), False, True),
+    ],
+)
+def test_search_cell_matches_per_edge_reference(space, prune, train):
+    cell, op_w, edge_w = _cell_case(space, prune)
+    ref = copy.deepcopy(cell)
+    cell.train(train), ref.train(train)
+    skip = torch.randn(3, 6, 8, 8, requires_grad=True)
+    up = torch.randn(3, 5, 8, 8) if space.n_inputs == 2 else None
+    y = cell(skip, up, op_w, edge_w)
+    y_ref = _ref_cell(ref, skip, up, op_w, edge_w)
+    assert torch.allclose(y, y_ref, **TOL)
+    g = torch.randn_like(y)
+    arch = [t for t in (*op_w, *edge_w) if t is not None]
+    grads = torch.autograd.grad(y, [skip, *arch, *cell.parameters()], g, allow_unused=True)
+    ref_grads = torch.autograd.grad(y_ref, [skip, *arch, *ref.parameters()], g, allow_unused=True)
+    for a, b in zip(grads, ref_grads):  # None: a `none`-only edge's weight is unused by both
+        assert (a is None and b is None) or torch.allclose(a, b, **TOL)
+    ref_buf = _buffers(ref)
+    for k, v in _buffers(cell).items():
+        assert torch.allclose(v, ref_buf[k], **TOL), k
+    assert list(cell.state_dict()) == list(ref.state_dict())
+
+
+def test_mixed_op_forward_still_matches_reference():
+    torch.manual_seed(0)
+    op = MixedOp(8, DARTS_OPS, 4).train()
+    ref = copy.deepcopy(op)
+    x = torch.randn(2, 8, 6, 6)
+    w = torch.softmax(torch.randn(len(DARTS_OPS)), 0)
+    assert torch.allclose(op(x, w), _ref_mixed(ref, x, w), **TOL)
