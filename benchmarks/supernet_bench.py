@@ -16,6 +16,10 @@ and prints each one's parameter count and its ratio to ``plain``.
 Usage::
 
     python benchmarks/supernet_bench.py [--size 64] [--batch 16] [--k 4] [--profile]
+
+On shared CPU cores, pin one thread and repeat the run (take the median)::
+
+    python benchmarks/supernet_bench.py --threads 1 --repeats 5 --size 64
 """
 
 from __future__ import annotations
