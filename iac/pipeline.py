@@ -16,7 +16,6 @@ checkpoint is resumed; otherwise the step runs.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -30,13 +29,11 @@ import click
 
 from iac.config import (
     BUDGETS,
-    BackboneConfig,
     Budget,
     EvalConfig,
     MainConfig,
     PrepareConfig,
     SearchConfig,
-    StabilityConfig,
     StatsConfig,
     TrainConfig,
     to_dict,
@@ -199,7 +196,6 @@ def run_study(cfg: MainConfig, experiment_id: str, study_run_id: str, tracker) -
     cache = StepCache(experiment_id, code_version())
     tags = {STUDY_TAG: study_run_id}
     bb = cfg.backbone
-    bb_params = to_dict(bb)
     if cfg.budget != "paper":
         click.echo(
             f"budget '{cfg.budget}': a smoke-sized study (baseline {budget.baseline_epochs} epochs, "

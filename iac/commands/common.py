@@ -147,3 +147,19 @@ def echo_done(step: str, run, extra: str = "") -> None:
         f"{step}: run {run.info.run_id} finished{(' — ' + extra) if extra else ''}\n"
         f"  tracking store: {mlflow.get_tracking_uri()}  (browse with `mlflow ui --backend-store-uri {mlflow.get_tracking_uri()}`)"
     )
+
+
+CHECKPOINT_ARTIFACT = "checkpoints/last.pt"
+
+
+def download_checkpoint(run_id: str | None, dst: Path) -> Path | None:
+    """The last checkpoint a (killed) run logged, downloaded into ``dst``; None without a run."""
+    import mlflow
+
+    if not run_id:
+        return None
+    try:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=CHECKPOINT_ARTIFACT, dst_path=str(dst))
+    except Exception as e:  # noqa: BLE001 - MLflow raises several types for a missing artifact
+        raise click.ClickException(f"run {run_id} has no {CHECKPOINT_ARTIFACT} to resume from ({e})") from e
+    return Path(local)

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from iac.commands.common import (
+    download_checkpoint,
     echo_done,
     one_of,
     optional,
@@ -77,13 +78,7 @@ def run_retrain(cfg: TrainConfig, extra_tags: dict[str, str] | None = None, resu
             tracker.log_params({"fresh_tensors_after_pretrained": len(fresh)})
         with tempfile.TemporaryDirectory() as tmp:
             ckpt_dir = Path(tmp) / "ckpt"
-            resume_path = None
-            if resume_run:
-                resume_path = Path(
-                    mlflow.artifacts.download_artifacts(
-                        run_id=resume_run, artifact_path="checkpoints/last.pt", dst_path=str(Path(tmp) / "resume")
-                    )
-                )
+            resume_path = download_checkpoint(resume_run, Path(tmp) / "resume")
             outcome = train_network(
                 cfg,
                 net,

@@ -22,6 +22,7 @@ from typing import Any
 import click
 
 from iac.commands.common import (
+    download_checkpoint,
     echo_done,
     one_of,
     optional,
@@ -115,13 +116,7 @@ def run_search_step(
         tracker.log_params(params)
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = Path(tmp) / "last.pt"
-            resume_path = None
-            if resume_run:
-                resume_path = Path(
-                    mlflow.artifacts.download_artifacts(
-                        run_id=resume_run, artifact_path="checkpoints/last.pt", dst_path=str(Path(tmp) / "resume")
-                    )
-                )
+            resume_path = download_checkpoint(resume_run, Path(tmp) / "resume")
             result = run_search(
                 cfg,
                 unet,

@@ -201,7 +201,7 @@ def run_search(
 
     from iac.data.dataset import SliceDataset
     from iac.nas.pruning import apply_events
-    from iac.train.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+    from iac.train.checkpoint import load_checkpoint, restore_rng_state
     from iac.train.device import resolve_device, seed_everything
     from iac.train.loop import validate_patient_dice
     from iac.train.losses import make_loss
