@@ -109,7 +109,7 @@ def _write_prediction(data, case_id: str, pred: np.ndarray, out_dir: Path) -> No
 
     out_dir.mkdir(parents=True, exist_ok=True)
     img = sitk.GetImageFromArray(pred.astype(np.uint8))
-    geom = data.original_geometry(case_id)
+    geom = data.geometry(case_id)  # original size, spacing, origin, direction
     img.SetSpacing(tuple(float(s) for s in geom["spacing"]))
     img.SetOrigin(tuple(float(s) for s in geom["origin"]))
     img.SetDirection(tuple(float(s) for s in geom["direction"]))

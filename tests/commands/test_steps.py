@@ -39,7 +39,9 @@ def chain(tmp_path_factory, mlflow_store):
     out: dict = {"data": data, "fingerprint": prep.fingerprint}
     base = TrainConfig(data=data, backbone=BackboneConfig(), epochs=1, batch_size=4, max_slices_per_epoch=8)
     out["baseline"] = run_retrain(base)
-    out["eval_test"] = run_evaluate(EvalConfig(model=out["baseline"]["model_uri"], data=data, split="test"))
+    out["eval_test"] = run_evaluate(
+        EvalConfig(model=out["baseline"]["model_uri"], data=data, split="test", save_predictions=True)
+    )
     scfg = SearchConfig(data=data, pretrained=out["baseline"]["model_uri"], **TINY_SEARCH)
     out["full"] = run_search_step(scfg, "full", StabilityConfig(check_every=1))
     icfg = TrainConfig(
@@ -80,6 +82,23 @@ def test_evaluate_writes_per_case_and_copies_tags(chain):
     assert tags["skip"] == "identity" and tags["method"] == "identity"
     assert tags["data_fingerprint"] == chain["fingerprint"]
     assert "dice_patient_mean_fg" in mlflow.get_run(run_id).data.metrics
+
+
+def test_evaluate_writes_predictions_on_the_original_grid(chain):
+    import mlflow
+    import SimpleITK as sitk
+
+    from iac.data.store import PreparedDataset
+
+    data = PreparedDataset(chain["data"])
+    local = Path(mlflow.artifacts.download_artifacts(run_id=chain["eval_test"]["run_id"], artifact_path="predictions"))
+    files = sorted(local.glob("*.nii.gz"))
+    assert len(files) == len(data.cases("test"))
+    case = data.cases("test")[0]
+    img = sitk.ReadImage(str(local / f"{case.case_id}.nii.gz"))
+    ref, spacing = data.original_label(case.case_id)
+    assert sitk.GetArrayFromImage(img).shape == ref.shape
+    assert np.allclose(img.GetSpacing(), spacing)
 
 
 def test_search_full_registers_genotype(chain):
