@@ -26,7 +26,7 @@ TRAJECTORY_ARTIFACT = "trajectory.json"
 # An MLflow run id: 32 hexadecimal characters.
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 # Default calibration grid (around the StabilityConfig defaults).
-DEFAULT_TAUS = "1e-4,3e-4,1e-3,3e-3"
+DEFAULT_TAUS = "1e-5,3e-5,1e-4,3e-4"  # around the full-speed divergence at the default cadence (1.6e-4)
 DEFAULT_PATIENCES = "2,3,5"
 DEFAULT_WINDOWS = "1,2,4"
 # The paper's observation: the final operations are among the top-3 early.
