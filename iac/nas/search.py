@@ -269,6 +269,9 @@ def run_search(
         supernet.train()
         arch_on = epoch >= warmup
         w_losses, a_losses = [], []
+        # The derived genotype changes only with architecture steps; it is
+        # refreshed at each check, not re-derived every batch.
+        geno_str = str(supernet.genotype())[:48]
         bar = tqdm(loaders.epoch(), total=len(loaders), desc=f"search {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
         for wb, ab in bar:
             # Weight step on the weight half: (B, C, H, W) images, (B, 1, H, W) labels.
@@ -303,7 +306,8 @@ def run_search(
                 if events:
                     apply_events(supernet, events, w_opt, a_opt)
                     trajectory["events"].extend(_event_dict(ev) for ev in events)
-            bar.set_postfix(loss=f"{w_losses[-1]:.3f}", geno=str(supernet.genotype())[:48])
+                geno_str = str(supernet.genotype())[:48]
+            bar.set_postfix(loss=f"{w_losses[-1]:.3f}", geno=geno_str)
 
         val_dice, _ = validate_patient_dice(supernet, data, "val", device, cfg.batch_size)
         all_decided = bool(getattr(policy, "all_decided", False))
