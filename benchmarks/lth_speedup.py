@@ -11,8 +11,10 @@ to fit a CPU, the search space left at its defaults: 8 operations, K=4,
 1. trains a baseline U-Net (``--baseline-epochs``),
 2. runs the full search for ``--epochs`` epochs (the paper's budget, 200),
 3. runs IAC-LTH with the default stability settings (``--reference-run`` = 2),
-4. runs the control arm: the full search with the epoch budget at which LTH
-   stopped, without pruning (does LTH beat simply searching for fewer epochs?),
+4. takes the control arm from the full search itself: the genotype it would
+   have derived had it stopped at the epoch where LTH stopped (recorded in its
+   trajectory), with the search time spent up to that epoch (does LTH beat
+   simply searching for fewer epochs?),
 5. retrains the three cells from the baseline with the same budget
    (``--retrain-epochs``) and evaluates them on the test patients,
 
@@ -30,7 +32,6 @@ import json
 import os
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -47,9 +48,14 @@ def main() -> None:
     parser.add_argument("--retrain-epochs", type=int, default=10)
     parser.add_argument("--cell-channels", type=int, default=8, help="cell width (shrunk for CPUs)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     args = parser.parse_args()
 
     args.out.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{(args.out / 'mlflow.db').resolve()}"
     import mlflow
@@ -79,7 +85,16 @@ def main() -> None:
     stab = StabilityConfig()
     full = run_search_step(scfg, "full", stab)
     lth = run_search_step(scfg, "lth", stab, reference_run=full["run_id"])
-    control = run_search_step(replace(scfg, epochs=lth["epochs_run"]), "full", stab)
+    # Control arm: the full search stopped where LTH stopped. Its trajectory records, per epoch, the genotype the
+    # discretisation gives at that point and the cumulative search time (validation and checkpoints included).
+    traj_path = mlflow.artifacts.download_artifacts(run_id=full["run_id"], artifact_path="trajectory.json")
+    stop = json.loads(Path(traj_path).read_text())["epochs"][lth["epochs_run"] - 1]
+    control_geno = args.out / f"control-seed{args.seed}-genotype.json"
+    control_geno.write_text(Genotype.from_dict(stop["genotype"]).to_json())
+    control = {
+        "cell_uri": str(control_geno), "run_id": full["run_id"], "epochs_run": stop["epoch"],
+        "search_seconds": stop["cum_seconds"],
+    }
 
     arms = {"full": full, "lth": lth, "control": control}
     results = {}
@@ -95,7 +110,12 @@ def main() -> None:
         mlflow.artifacts.download_artifacts(run_id=ev["run_id"], artifact_path="per_case.json", dst_path=str(Path(csv).parent))
         df, _ = load_per_case(csv)
         per_patient = df[df["label"] == "mean_fg"].groupby("patient")["dice"].mean()
-        m = mlflow.get_run(out["run_id"]).data.metrics
+        if name == "control":
+            m = {"mean_epoch_seconds": control["search_seconds"] / control["epochs_run"]}
+            genotype = Genotype.from_json(control_geno.read_text())
+        else:
+            m = mlflow.get_run(out["run_id"]).data.metrics
+            genotype = Genotype.from_json(registry.resolve(out["cell_uri"]).tags["genotype_json"])
         results[name] = {
             "search_seconds": out["search_seconds"],
             "epochs_run": out["epochs_run"],
@@ -103,7 +123,7 @@ def main() -> None:
             "after": m.get("mean_epoch_seconds_after_pruning"),
             "dice": float(per_patient.mean()),
             "per_patient": per_patient,
-            "genotype": Genotype.from_json(registry.resolve(out["cell_uri"]).tags["genotype_json"]),
+            "genotype": genotype,
         }
 
     full_r, lth_r, ctl_r = results["full"], results["lth"], results["control"]
@@ -124,7 +144,13 @@ def main() -> None:
         print(f"LTH - {other}: mean paired Dice difference {d.mean():+.4f} (median {d.median():+.4f}), "
               f"n={len(d)}, Wilcoxon p={p:.3f}")
         summary[f"lth_minus_{other}"] = float(d.mean())
-    summary.update({k: {"search_seconds": v["search_seconds"], "epochs_run": v["epochs_run"], "dice": v["dice"]} for k, v in results.items()})
+    for k, v in results.items():
+        summary[k] = {
+            "search_seconds": v["search_seconds"], "epochs_run": v["epochs_run"], "dice": v["dice"],
+            "epoch_seconds_before": v["before"], "epoch_seconds_after": v["after"], "genotype": str(v["genotype"]),
+            "per_patient_dice": {str(p): float(d) for p, d in v["per_patient"].items()},
+        }
+    summary.update({"threads": torch.get_num_threads(), "total_seconds": time.perf_counter() - t0})
     (args.out / f"summary-seed{args.seed}.json").write_text(json.dumps(summary, indent=1))
 
 

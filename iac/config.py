@@ -158,8 +158,8 @@ class SearchConfig:
 class StabilityConfig:
     """IAC-LTH stability test and progressive pruning (``search_lth``)."""
 
-    tau: float = 3e-5  # JS divergence (base 2) threshold: ~18 % of the full-speed divergence at the defaults (1.6e-4)
-    patience: int = 3  # consecutive stable checks required
+    tau: float = 1e-4  # JS divergence (base 2) threshold: ~60 % of the full-speed divergence at the defaults (1.6e-4)
+    patience: int = 2  # consecutive stable checks required
     window: int = 1  # compare with the distribution `window` checks earlier
     check_every: int = 50  # architecture steps between two checks (not epochs)
     smoothing: float = 0.0  # EMA factor on the distributions (0 = none)
