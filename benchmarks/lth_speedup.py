@@ -88,11 +88,11 @@ def main() -> None:
     # Control arm: the full search stopped where LTH stopped. Its trajectory records, per epoch, the genotype the
     # discretisation gives at that point and the cumulative search time (validation and checkpoints included).
     traj_path = mlflow.artifacts.download_artifacts(run_id=full["run_id"], artifact_path="trajectory.json")
-    stop = json.loads(Path(traj_path).read_text())["epochs"][lth["epochs_run"] - 1]
+    stop = json.loads(Path(traj_path).read_text())["epochs"][lth["epochs_run"] - 1]  # epochs count from 0
     control_geno = args.out / f"control-seed{args.seed}-genotype.json"
     control_geno.write_text(Genotype.from_dict(stop["genotype"]).to_json())
     control = {
-        "cell_uri": str(control_geno), "run_id": full["run_id"], "epochs_run": stop["epoch"],
+        "cell_uri": str(control_geno), "run_id": full["run_id"], "epochs_run": stop["epoch"] + 1,
         "search_seconds": stop["cum_seconds"],
     }
 

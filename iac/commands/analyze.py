@@ -26,8 +26,8 @@ TRAJECTORY_ARTIFACT = "trajectory.json"
 # An MLflow run id: 32 hexadecimal characters.
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 # Default calibration grid (around the StabilityConfig defaults).
-DEFAULT_TAUS = "1e-5,3e-5,1e-4,3e-4"  # around the full-speed divergence at the default cadence (1.6e-4)
-DEFAULT_PATIENCES = "2,3,5"
+DEFAULT_TAUS = "3e-5,5e-5,1e-4,1.5e-4,2e-4"  # around the default (1e-4) and the full-speed divergence (1.6e-4)
+DEFAULT_PATIENCES = "1,2,3"
 DEFAULT_WINDOWS = "1,2,4"
 # The paper's observation: the final operations are among the top-3 early.
 DEFAULT_STAY_K = 3
