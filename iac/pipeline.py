@@ -68,17 +68,31 @@ def resolve_budget(cfg: MainConfig) -> Budget:
     return replace(b, stability=stab, **over)
 
 
-def code_version() -> str:
-    """Git commit plus a hash of uncommitted changes to tracked files."""
-    root = Path(__file__).resolve().parents[1]
+# What a step's result depends on: the package and its pinned requirements. Docs, tests and
+# benchmarks can change without invalidating finished steps.
+CODE_PATHS = ("iac", "pyproject.toml")
+
+
+def code_version(root: Path | None = None) -> str:
+    """Version of the code that computes a step: git objects of :data:`CODE_PATHS` plus their uncommitted changes.
+
+    ``root`` is the checkout (default: the one this package lives in). Outside a
+    git checkout (an installed release) it is the package version.
+    """
+    root = root or Path(__file__).resolve().parents[1]
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        diff = subprocess.run(["git", "diff", "HEAD"], cwd=root, capture_output=True, check=True).stdout
+        tree = subprocess.run(
+            ["git", "ls-tree", "HEAD", "--", *CODE_PATHS], cwd=root, capture_output=True, check=True
+        ).stdout
+        diff = subprocess.run(["git", "diff", "HEAD", "--", *CODE_PATHS], cwd=root, capture_output=True, check=True).stdout
     except (OSError, subprocess.SubprocessError):
+        tree = b""
+    if not tree:
         from iac import __version__
 
         return f"release-{__version__}"
-    return commit + ("+" + hashlib.sha256(diff).hexdigest()[:12] if diff else "")
+    version = "code-" + hashlib.sha256(tree).hexdigest()[:12]
+    return version + ("+" + hashlib.sha256(diff).hexdigest()[:12] if diff else "")
 
 
 def step_key(step: str, params: dict[str, Any], code: str) -> str:

@@ -186,19 +186,27 @@ def run_search_step(
 
 
 def _epoch_time_split(trajectory: dict[str, Any]) -> dict[str, float]:
-    """Mean epoch time before the first pruning event and after the last one."""
+    """Epoch times of a search: overall, with every operation, and once pruning has begun.
+
+    ``mean_epoch_seconds_before_pruning`` averages the search epochs after the
+    warm-up (architecture steps running, every operation present) up to and
+    including the first epoch with a pruning event; ``..._after_pruning`` the
+    epochs after that one; ``last_epoch_seconds`` is the cost the search ended
+    at. Epochs count from 0, as in the trajectory.
+    """
     import numpy as np
 
     epochs = trajectory["epochs"]
     if not epochs:
         return {}
     times = np.array([e["epoch_seconds"] for e in epochs])
-    out = {"mean_epoch_seconds": float(times.mean())}
+    out = {"mean_epoch_seconds": float(times.mean()), "last_epoch_seconds": float(times[-1])}
     events = trajectory.get("events", [])
     if events:
-        first, last = min(e["epoch"] for e in events), max(e["epoch"] for e in events)
-        before = times[: first + 1] if first >= 0 else times[:0]
-        after = times[last + 1 :]
+        first = min(e["epoch"] for e in events)
+        warmup = min(int(trajectory.get("warmup_epochs") or 0), first)
+        before = times[warmup : first + 1]
+        after = times[first + 1 :]
         if len(before):
             out["mean_epoch_seconds_before_pruning"] = float(before.mean())
         if len(after):

@@ -1,0 +1,49 @@
+"""The code version that keys reused steps follows the package, not the docs."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from iac.pipeline import code_version
+
+
+def _git(root: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+
+
+@pytest.fixture()
+def checkout(tmp_path: Path) -> Path:
+    (tmp_path / "iac").mkdir()
+    (tmp_path / "iac" / "step.py").write_text("X = 1\n")
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "notes.md").write_text("first\n")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
+    return tmp_path
+
+
+def test_docs_edits_and_commits_keep_the_version(checkout: Path) -> None:
+    before = code_version(checkout)
+    (checkout / "docs" / "notes.md").write_text("second\n")
+    assert code_version(checkout) == before
+    _git(checkout, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "docs")
+    assert code_version(checkout) == before
+
+
+def test_package_edits_change_the_version_and_committing_them_keeps_it_changed(checkout: Path) -> None:
+    before = code_version(checkout)
+    (checkout / "iac" / "step.py").write_text("X = 2\n")
+    dirty = code_version(checkout)
+    assert dirty != before and "+" in dirty
+    _git(checkout, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "code")
+    committed = code_version(checkout)
+    assert committed not in (before, dirty) and "+" not in committed
+    (checkout / "pyproject.toml").write_text("[project]\nname = 'y'\n")
+    assert code_version(checkout) != committed
+
+
+def test_outside_a_checkout_the_release_version_is_used(tmp_path: Path) -> None:
+    assert code_version(tmp_path).startswith("release-")
