@@ -220,9 +220,18 @@ class Pool(nn.Module):
         self.bn = _norm(C, spatial_dims)
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
-        """``self.pool(x)``; 2-D average pooling as separable sums (same result, several times cheaper on CPU)."""
+        """``self.pool(x)``, computed the cheaper way on CPU.
+
+        2-D average pooling runs as separable sums (same result up to float
+        rounding, several times cheaper); 2-D max pooling runs on a
+        channels-last copy, whose kernel is about twice as fast for few
+        channels and gives bit-identical values and gradients, ties included
+        (the window is scanned in the same order and the first maximum wins).
+        """
         if x.dim() == 4 and isinstance(self.pool, nn.AvgPool2d):
             return _avg_pool_3x3_2d(x)
+        if x.dim() == 4 and isinstance(self.pool, nn.MaxPool2d) and x.device.type == "cpu":
+            return self.pool(x.contiguous(memory_format=torch.channels_last)).contiguous()
         return self.pool(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

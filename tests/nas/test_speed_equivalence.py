@@ -93,6 +93,18 @@ def test_pointwise_and_avg_pool_match_modules(dims):
     assert torch.allclose(g1, g2, **TOL)
 
 
+def test_max_pool_is_bit_identical_to_the_module_with_ties():
+    pool = OPS["max_pool_3x3"](4, 2)
+    torch.manual_seed(0)
+    x = torch.randint(0, 3, (2, 4, 9, 9)).float().requires_grad_()  # many ties in every window
+    g = torch.randn(2, 4, 9, 9)
+    fast, ref = pool.pooled(x), pool.pool(x)
+    assert torch.equal(fast, ref) and fast.is_contiguous()
+    (g1,) = torch.autograd.grad(fast, x, g)
+    (g2,) = torch.autograd.grad(ref, x, g)
+    assert torch.equal(g1, g2)
+
+
 @pytest.mark.parametrize("name", list(OPS))
 def test_each_op_matches_its_plain_form(name):
     torch.manual_seed(0)
