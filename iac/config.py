@@ -63,6 +63,7 @@ class PrepareConfig:
     split_file: Path | None = None  # JSON {"train": [...], "val": [...], "test": [...]} overriding the split
     modalities: tuple[str, ...] | None = None  # channel subset by name (BraTS: flair,t1,t1ce,t2); None = all
     amos_modality: str = "ct"  # AMOS22: "ct" (ids <= 500), "mri" (ids > 500) or "all"
+    kits_version: str = "auto"  # KiTS: "19", "23" or "auto" (detected from the folder, see docs/datasets.md)
     ct_clip: tuple[float, float] = (0.5, 99.5)  # CT: foreground percentiles to clip to (nnU-Net)
     ct_samples_per_case: int = 10000  # CT: foreground voxels sampled per training case for the statistics
     workers: int = 2  # parallel worker processes (one patient each)

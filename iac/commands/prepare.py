@@ -95,6 +95,7 @@ def _modalities(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--split-file", default="", callback=_opt_path, help='JSON {"train": [...], "val": [...], "test": [...]} fixing the split.')
 @click.option("--modalities", default="", callback=_modalities, help="Comma-separated channel subset by name (empty: all).")
 @click.option("--amos-modality", type=click.Choice(["ct", "mri", "all"]), default=PrepareConfig.amos_modality, show_default=True, help="AMOS22 cases to use.")
+@click.option("--kits-version", type=click.Choice(["auto", "19", "23"]), default=PrepareConfig.kits_version, show_default=True, help="KiTS release (auto: detected from the folder).")
 @click.option("--workers", default=str(PrepareConfig.workers), callback=_positive_int, show_default=True, help="Parallel worker processes.")
 @click.option("--skip-bad", is_flag=False, flag_value="true", default="false", callback=_bool, help="Skip invalid cases and list them in bad_cases.json.")
 @click.option("--overwrite", is_flag=False, flag_value="true", default="false", callback=_bool, help="Replace an `out` prepared from other inputs or parameters.")
@@ -131,6 +132,7 @@ def prepare(progress: bool, **opts) -> None:
         split_file=opts["split_file"],
         modalities=opts["modalities"],
         amos_modality=opts["amos_modality"],
+        kits_version=opts["kits_version"],
         workers=opts["workers"],
         skip_bad=opts["skip_bad"],
         overwrite=opts["overwrite"],

@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 
 RAW_DIR = "raw"  # where the phantom's raw NIfTI files live inside its prepared folder
 AMOS_MODALITIES = ("ct", "mri", "all")
+KITS_VERSIONS = ("auto", "19", "23")
 
 
 @dataclass
@@ -140,6 +141,8 @@ def check_config(cfg: PrepareConfig) -> None:
         raise ValueError(f"ct_samples_per_case must be >= 1, got {cfg.ct_samples_per_case}")
     if cfg.amos_modality not in AMOS_MODALITIES:
         raise ValueError(f"amos_modality must be one of {', '.join(AMOS_MODALITIES)}, got {cfg.amos_modality!r}")
+    if cfg.kits_version not in KITS_VERSIONS:
+        raise ValueError(f"kits_version must be one of {', '.join(KITS_VERSIONS)}, got {cfg.kits_version!r}")
     if cfg.workers < 1:
         raise ValueError(f"workers must be >= 1, got {cfg.workers}")
     if cfg.phantom_patients < 1:
@@ -156,6 +159,8 @@ def _fingerprint_params(cfg: PrepareConfig) -> dict[str, Any]:
     if cfg.dataset != "phantom":
         for key in ("phantom_patients", "phantom_seed", "phantom_size"):
             d.pop(key)
+    if cfg.dataset != "kits" or cfg.kits_version == "auto":  # keeps earlier fingerprints valid
+        d.pop("kits_version")
     d["split_file_digest"] = file_digest(Path(cfg.split_file)) if cfg.split_file else None
     return d
 
@@ -214,7 +219,11 @@ def _discover(cfg: PrepareConfig, source: Path) -> Discovery:
     if source.is_dir() and not any(source.iterdir()):
         raise DataError(f"source folder {source} is empty")
     layout = "acdc" if cfg.dataset == "phantom" else cfg.dataset
-    options = {"amos_modality": cfg.amos_modality, "modalities": cfg.modalities}
+    options = {
+        "amos_modality": cfg.amos_modality,
+        "modalities": cfg.modalities,
+        "kits_version": None if cfg.kits_version == "auto" else cfg.kits_version,
+    }
     disc = get_layout(layout)(source, options)
     if not disc.cases:
         raise DataError(f"no cases found in {source} for the {layout} layout")
