@@ -89,8 +89,9 @@ def main() -> None:
     # discretisation gives at that point and the cumulative search time (validation and checkpoints included).
     traj_path = mlflow.artifacts.download_artifacts(run_id=full["run_id"], artifact_path="trajectory.json")
     stop = json.loads(Path(traj_path).read_text())["epochs"][lth["epochs_run"] - 1]  # epochs count from 0
+    control_genotype = Genotype.from_dict(stop["genotype"])
     control_geno = args.out / f"control-seed{args.seed}-genotype.json"
-    control_geno.write_text(Genotype.from_dict(stop["genotype"]).to_json())
+    control_geno.write_text(control_genotype.to_json())
     control = {
         "cell_uri": str(control_geno), "run_id": full["run_id"], "epochs_run": stop["epoch"] + 1,
         "search_seconds": stop["cum_seconds"],
@@ -112,7 +113,7 @@ def main() -> None:
         per_patient = df[df["label"] == "mean_fg"].groupby("patient")["dice"].mean()
         if name == "control":
             m = {"mean_epoch_seconds": control["search_seconds"] / control["epochs_run"]}
-            genotype = Genotype.from_json(control_geno.read_text())
+            genotype = control_genotype
         else:
             m = mlflow.get_run(out["run_id"]).data.metrics
             genotype = Genotype.from_json(registry.resolve(out["cell_uri"]).tags["genotype_json"])

@@ -147,7 +147,6 @@ def register_unet(
 def _log_unet(weights: Path, cfg_path: Path, name: str):
     import warnings
 
-
     with warnings.catch_warnings():
         # The pyfunc takes several input kinds (path, dict, DataFrame); it validates them itself.
         warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")

@@ -12,6 +12,10 @@ def _git(root: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
 
 
+def _commit(root: Path, message: str) -> None:
+    _git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", message)
+
+
 @pytest.fixture()
 def checkout(tmp_path: Path) -> Path:
     (tmp_path / "iac").mkdir()
@@ -21,7 +25,7 @@ def checkout(tmp_path: Path) -> Path:
     (tmp_path / "docs" / "notes.md").write_text("first\n")
     _git(tmp_path, "init", "-q")
     _git(tmp_path, "add", ".")
-    _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
+    _commit(tmp_path, "init")
     return tmp_path
 
 
@@ -29,7 +33,7 @@ def test_docs_edits_and_commits_keep_the_version(checkout: Path) -> None:
     before = code_version(checkout)
     (checkout / "docs" / "notes.md").write_text("second\n")
     assert code_version(checkout) == before
-    _git(checkout, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "docs")
+    _commit(checkout, "docs")
     assert code_version(checkout) == before
 
 
@@ -38,7 +42,7 @@ def test_package_edits_change_the_version_and_committing_them_keeps_it_changed(c
     (checkout / "iac" / "step.py").write_text("X = 2\n")
     dirty = code_version(checkout)
     assert dirty != before and "+" in dirty
-    _git(checkout, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "code")
+    _commit(checkout, "code")
     committed = code_version(checkout)
     assert committed not in (before, dirty) and "+" not in committed
     (checkout / "pyproject.toml").write_text("[project]\nname = 'y'\n")
