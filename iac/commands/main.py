@@ -16,17 +16,19 @@ def run_main(cfg: MainConfig) -> dict[str, Any]:
     """Run the study inside the ``main`` MLflow run; returns its outputs."""
     import mlflow
 
-    from iac.pipeline import resolve_budget, run_study
+    from iac.study.budget import resolve_budget
+    from iac.study.cache import OUTPUTS_TAG
+    from iac.study.driver import run_study
 
     budget = resolve_budget(cfg)
     tags = {"dataset": cfg.dataset, "backbone": cfg.backbone.name, "budget": cfg.budget, "seed": ",".join(map(str, cfg.seeds))}
     with step_run("main", tags, run_name=f"main-{cfg.dataset}-{cfg.budget}") as run:
         tracker = tracker_for(run)
         tracker.log_params({**to_dict(cfg), "resolved_budget": to_dict(budget)})
-        result = run_study(cfg, run.info.experiment_id, run.info.run_id, tracker)
+        result = run_study(cfg, run.info.experiment_id, run.info.run_id, tracker, echo=click.echo)
         reused = sum(s["reused"] for s in result.steps)
         tracker.log_metrics({"study_seconds": result.seconds, "steps_reused": reused, "steps_run": len(result.steps) - reused})
-        mlflow.set_tag("iac_outputs", json.dumps({"report": str(result.report)}))
+        tracker.set_tags({OUTPUTS_TAG: json.dumps({"report": str(result.report)})})
     uri = mlflow.get_tracking_uri()
     click.echo("")
     click.echo(f"study finished in {result.seconds:.0f} s ({reused} of {len(result.steps)} steps reused)")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from iac.pipeline import code_version
+from iac.study.code_version import code_version
 
 
 def _git(root: Path, *args: str) -> None:

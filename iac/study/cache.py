@@ -1,0 +1,123 @@
+"""The step cache: reuse a finished run of a step, resume an unfinished one, or launch it.
+
+Before a step is launched, its *step key* — a hash of the step name, its
+parameters (the prepared data's fingerprint included) and the code version —
+is looked up among the experiment's runs: a FINISHED run with that key is
+reused (its recorded outputs are returned in milliseconds); an unfinished one
+(FAILED, KILLED, or RUNNING after a crash) that left a checkpoint is resumed;
+otherwise the step runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from iac.commands.common import CHECKPOINT_ARTIFACT
+
+_logger = logging.getLogger(__name__)
+
+# Run tags the cache reads: the step key, and the outputs a finished step recorded (JSON).
+STEP_KEY_TAG = "iac_step_key"
+OUTPUTS_TAG = "iac_outputs"
+# Run tag that ties a step to the ``main`` run of its study.
+STUDY_TAG = "iac_study"
+# Run states that may have left a checkpoint to resume from.
+UNFINISHED = ("FAILED", "KILLED", "RUNNING")
+# The checkpoint a resumed step downloads (``checkpoints/last.pt``).
+_CHECKPOINT_FOLDER, _, _CHECKPOINT_FILE = CHECKPOINT_ARTIFACT.rpartition("/")
+
+
+def step_key(step: str, params: dict[str, Any], code: str) -> str:
+    """Cache key of one step: its name, every parameter that changes its result, and the code version."""
+    blob = json.dumps({"step": step, "params": params, "code": code}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+@dataclass
+class StepOutcome:
+    """What one :meth:`StepCache.run` call returned."""
+
+    outputs: dict[str, Any]
+    reused: bool
+    seconds: float
+
+
+@dataclass
+class StepCache:
+    """Finds finished or resumable runs of a step by its key.
+
+    Attributes:
+        experiment_id: the experiment whose runs are searched.
+        code: the code version (:func:`iac.study.code_version.code_version`).
+        log: one record per call (``step``, ``run_id``, ``reused``, ``seconds``), in call order.
+        echo: where the one-line progress messages go.
+    """
+
+    experiment_id: str
+    code: str
+    log: list[dict[str, Any]] = field(default_factory=list)
+    echo: Callable[[str], None] = _logger.info
+
+    def run(
+        self,
+        step: str,
+        label: str,
+        params: dict[str, Any],
+        launch: Callable[[dict[str, str], str | None], dict[str, Any]],
+        validate: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> StepOutcome:
+        """Reuse, resume or launch one step.
+
+        Args:
+            step: step name (``retrain``, ``search_lth``, ...).
+            label: human-readable name of this particular call.
+            params: every parameter that changes the step's result.
+            launch: ``launch(extra_tags, resume_run_id) -> outputs`` runs the step.
+            validate: checks that reused outputs still exist (e.g. a folder).
+        """
+        key = step_key(step, params, self.code)
+        t0 = time.perf_counter()
+        runs = _runs_with_key(self.experiment_id, key)
+        for r in runs:
+            if r.info.status == "FINISHED" and OUTPUTS_TAG in r.data.tags:
+                outputs = json.loads(r.data.tags[OUTPUTS_TAG])
+                if validate is None or validate(outputs):
+                    secs = time.perf_counter() - t0
+                    self.echo(f"  = {label}: reusing finished run {r.info.run_id[:8]}")
+                    self.log.append({"step": label, "run_id": r.info.run_id, "reused": True, "seconds": secs})
+                    return StepOutcome(outputs, True, secs)
+        resume = next(
+            (r.info.run_id for r in runs if r.info.status in UNFINISHED and _has_checkpoint(r.info.run_id)), None
+        )
+        self.echo(f"  > {label}: {'resuming run ' + resume[:8] if resume else 'running'}")
+        outputs = launch({STEP_KEY_TAG: key}, resume)
+        secs = time.perf_counter() - t0
+        self.log.append({"step": label, "run_id": outputs.get("run_id"), "reused": False, "seconds": secs})
+        return StepOutcome(outputs, False, secs)
+
+
+def _runs_with_key(experiment_id: str, key: str) -> list:
+    """The experiment's runs tagged with ``key``, newest first."""
+    import mlflow
+
+    return mlflow.search_runs(
+        experiment_ids=[experiment_id],
+        filter_string=f"tags.{STEP_KEY_TAG} = '{key}'",
+        output_format="list",
+        order_by=["attributes.start_time DESC"],
+    )
+
+
+def _has_checkpoint(run_id: str) -> bool:
+    import mlflow
+
+    try:
+        found = mlflow.MlflowClient().list_artifacts(run_id, _CHECKPOINT_FOLDER)
+        return any(a.path.endswith(_CHECKPOINT_FILE) for a in found)
+    except Exception:  # noqa: BLE001 - an unreadable artifact store means: nothing to resume
+        return False
