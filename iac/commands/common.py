@@ -1,6 +1,7 @@
 """What every step's click command shares: option checks and the MLflow run.
 
-Only the commands (and ``iac.registry``) import MLflow. A command parses and
+Only the commands, the tracker, the registry, the pyfunc model and the study
+driver (:mod:`iac.study`) import MLflow. A command parses and
 validates its options, builds the step's config, opens a run with
 :func:`step_run`, and hands an :class:`iac.tracking.MlflowTracker` to the core.
 """
