@@ -29,21 +29,17 @@ import numpy as np
 from tqdm import tqdm
 
 from iac.config import DATASETS, PrepareConfig, to_dict
+from iac.data.check import CaseCheck, check_case, label_array
+from iac.data.io import file_digest, load_channels, read_image
 from iac.data.layouts import get_layout
 from iac.data.layouts.base import CaseSource, DataError, Discovery, LayoutInfo
 from iac.data.phantom import PHANTOM_VERSION, write_phantom
 from iac.data.preprocess import (
     MODALITIES,
-    CaseCheck,
     PreprocessParams,
-    check_case,
     ct_statistics,
     derive_slice_size,
-    file_digest,
-    label_array,
-    load_channels,
     preprocess_case,
-    read_image,
     resampled_size,
 )
 from iac.data.splits import SPLITS, load_split_file, split_patients

@@ -1,7 +1,7 @@
 """What a dataset layout reader returns, and the registry of layouts.
 
 A layout knows where a distributed dataset keeps its files and what its labels
-mean; it never decodes images (``iac.data.preprocess`` does, with SimpleITK).
+mean; it never decodes images (``iac.data.io`` does, with SimpleITK).
 ``discover(source)`` lists one :class:`CaseSource` per volume to prepare.
 """
 
