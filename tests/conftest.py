@@ -1,4 +1,4 @@
-"""Shared fixtures: one MLflow SQLite store per test session, tiny cohorts."""
+"""Shared fixtures: one MLflow SQLite store per test session, one-thread torch, tiny cohorts."""
 
 from __future__ import annotations
 
@@ -46,3 +46,16 @@ def experiment(mlflow_store, request) -> str:
         mlflow.create_experiment(name, artifact_location=root.as_uri())
     mlflow.set_experiment(name)
     return name
+
+
+@pytest.fixture
+def single_thread():
+    """Run on one intra-op thread: tensors in the tests are tiny, and on shared cores
+    thread synchronisation costs more than the arithmetic (one thread is several
+    times faster, and results do not depend on the thread count)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

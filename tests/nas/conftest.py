@@ -107,13 +107,3 @@ def space() -> SearchSpace:
 def image() -> torch.Tensor:
     torch.manual_seed(1)
     return torch.randn(BATCH, 1, IMAGE, IMAGE)
-
-
-@pytest.fixture
-def single_thread():
-    """Run on one intra-op thread: tensors here are tiny, and on shared cores
-    thread synchronisation costs more than the arithmetic."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from trainkit import make_slices
 
 
@@ -13,9 +12,5 @@ def slices() -> list[dict]:
 
 
 @pytest.fixture(autouse=True)
-def _cpu_threads():
-    # Two shared cores: keep each test on one thread (and bit-stable).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(single_thread):
+    """Every training test uses the root conftest's ``single_thread`` (bit-stable on shared cores)."""
