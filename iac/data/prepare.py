@@ -33,6 +33,7 @@ from iac.data.check import CaseCheck, check_case, label_array
 from iac.data.io import file_digest, load_channels, read_image
 from iac.data.layouts import get_layout
 from iac.data.layouts.base import CaseSource, DataError, Discovery, LayoutInfo
+from iac.data.manifest import MANIFEST, manifest_or_none, read_manifest, write_manifest
 from iac.data.phantom import PHANTOM_VERSION, write_phantom
 from iac.data.preprocess import (
     MODALITIES,
@@ -45,12 +46,10 @@ from iac.data.preprocess import (
 from iac.data.splits import SPLITS, load_split_file, split_patients
 from iac.data.store import (
     BAD_CASES,
-    MANIFEST,
     STORE_FORMAT_VERSION,
     PreparedDataset,
     atomic_folder,
     fingerprint,
-    read_manifest,
     write_case,
 )
 from iac.tracking import Tracker
@@ -380,12 +379,12 @@ def _build(cfg: PrepareConfig, plan: _Plan, fp: str, tmp: Path, source_label: st
         "cases": cases,
     }
     (tmp / BAD_CASES).write_text(json.dumps(plan.bad, indent=2))
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))  # written last: marks completeness
+    write_manifest(tmp, manifest)  # written last: marks completeness
     return manifest
 
 
 def _reusable(out: Path, fp: str) -> bool:
-    manifest = read_manifest(out)
+    manifest = manifest_or_none(out)
     if manifest is None or manifest.get("fingerprint") != fp:
         return False
     try:
@@ -404,7 +403,7 @@ def _check_out(out: Path, fp: str, overwrite: bool) -> None:
         return
     if overwrite:
         return
-    manifest = read_manifest(out)
+    manifest = manifest_or_none(out)
     if manifest is None:
         raise DataError(f"out {out} exists and is not a prepared dataset; choose another folder")
     raise DataError(

@@ -2,7 +2,7 @@
 
 Layout of a prepared folder::
 
-    manifest.json                 dataset, labels, preprocessing, fingerprint, cases, splits
+    manifest.json                 dataset, labels, preprocessing, fingerprint, cases, splits (iac.data.manifest)
     bad_cases.json                cases skipped with --skip-bad (file, problem); may be empty
     cases/<case_id>/image.npy     float32 (C, Z, H, W)
     cases/<case_id>/label.npy     uint8   (Z, H, W)
@@ -28,12 +28,12 @@ from typing import Any, Iterator
 import numpy as np
 
 from iac.data.layouts.base import DataError
+from iac.data.manifest import MANIFEST, read_manifest
 from iac.data.preprocess import PreprocessParams, restore_to_grid
 from iac.data.splits import SPLITS
 
 # Version of the on-disk format; readers refuse other versions.
 STORE_FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 BAD_CASES = "bad_cases.json"
 CASES_DIR = "cases"
 IMAGE_FILE = "image.npy"
@@ -58,17 +58,6 @@ def fingerprint(inputs: Any, params: dict[str, Any]) -> str:
         separators=(",", ":"),
     )
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def read_manifest(root: Path) -> dict[str, Any] | None:
-    """The manifest of ``root`` or None when it has none (or an unreadable one)."""
-    path = Path(root) / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 @contextmanager
@@ -155,12 +144,7 @@ class PreparedDataset:
         if not self.root.is_dir():
             raise DataError(f"prepared dataset folder {self.root} does not exist; run `prepare` first")
         path = self.root / MANIFEST
-        if not path.is_file():
-            raise DataError(f"{self.root} is not a prepared dataset: {MANIFEST} is missing")
-        try:
-            self.manifest: dict[str, Any] = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path} is not valid JSON: {err}") from err
+        self.manifest: dict[str, Any] = read_manifest(self.root)
         version = self.manifest.get("format_version")
         if version != STORE_FORMAT_VERSION:
             raise DataError(
