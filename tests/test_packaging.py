@@ -1,4 +1,7 @@
-"""The packaging files agree with each other (pyproject is the source of truth)."""
+"""The packaging files agree with each other (pyproject is the source of truth).
+
+The MLproject entry points are checked against the click commands in ``test_cli.py``.
+"""
 
 from __future__ import annotations
 
@@ -39,31 +42,10 @@ def test_full_mlflow_not_skinny(pyproject):
     assert "mlflow" in names and "mlflow-skinny" not in names
 
 
-def test_mlproject_uses_conda_env_and_scripts_exist():
+def test_mlproject_uses_the_conda_env():
+    # The entry points themselves (scripts, parameters, defaults) are checked in test_cli.py.
     spec = yaml.safe_load((ROOT / "MLproject").read_text())
     assert spec["conda_env"] == "conda.yaml"
-    for name, ep in spec["entry_points"].items():
-        script = re.search(r"entrypoints/(\w+)\.py", ep["command"])
-        assert script, f"entry point {name} does not run an entrypoints/ script"
-        assert (ROOT / "entrypoints" / f"{script.group(1)}.py").is_file()
-        for pname, p in (ep.get("parameters") or {}).items():
-            # MLflow checks 'path' params exist and 'uri' params have a scheme; we validate ourselves.
-            assert p.get("type", "string") in ("string", "float", "int"), f"{name}.{pname}: use string/int/float"
-            assert "{" + pname + "}" in ep["command"], f"{name}.{pname} is declared but not passed"
-
-
-def test_mlproject_fixed_parameter_names():
-    spec = yaml.safe_load((ROOT / "MLproject").read_text())
-    fixed = {
-        "prepare": {"dataset", "source", "out"},
-        "retrain": {"data", "backbone", "skip", "genotype", "epochs", "pretrained"},
-        "search_full": {"data", "backbone", "epochs", "pretrained", "resume"},
-        "search_lth": {"data", "backbone", "epochs", "pretrained", "resume"},
-        "evaluate": {"model", "data", "split"},
-    }
-    for ep, names in fixed.items():
-        if ep in spec["entry_points"]:
-            assert names <= set(spec["entry_points"][ep].get("parameters", {})), ep
 
 
 def test_dockerfile_installs_project_and_cuda_torch(pyproject):
