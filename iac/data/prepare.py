@@ -424,6 +424,58 @@ def _log(tracker: Tracker, cfg: PrepareConfig, result: PrepareResult) -> None:
         tracker.log_artifact(result.root / BAD_CASES)
 
 
+def _prepare_phantom(
+    cfg: PrepareConfig, out: Path, params: dict[str, Any], progress: bool
+) -> tuple[dict[str, Any], bool, list[dict[str, Any]]]:
+    """Write the phantom's raw files inside the new folder and prepare them (or reuse ``out``).
+
+    Returns:
+        ``(manifest, reused, bad cases)``.
+    """
+    inputs = {
+        "phantom": {
+            "version": PHANTOM_VERSION,
+            "patients": cfg.phantom_patients,
+            "seed": cfg.phantom_seed,
+            "size": cfg.phantom_size,
+        }
+    }
+    fp = fingerprint(inputs, params)
+    if _reusable(out, fp):
+        manifest = read_manifest(out)
+        return manifest, True, json.loads((out / BAD_CASES).read_text())
+    _check_out(out, fp, cfg.overwrite)
+    with atomic_folder(out, overwrite=cfg.overwrite) as tmp:
+        raw = write_phantom(tmp / RAW_DIR, cfg.phantom_patients, cfg.phantom_seed, cfg.phantom_size)
+        plan = _validate(cfg, _discover(cfg, raw), raw, progress)
+        manifest = _build(cfg, plan, fp, tmp, RAW_DIR, progress)
+    # Paths inside the manifest are relative to raw/, which moved with the folder.
+    return manifest, False, plan.bad
+
+
+def _prepare_source(
+    cfg: PrepareConfig, out: Path, params: dict[str, Any], progress: bool
+) -> tuple[dict[str, Any], bool, list[dict[str, Any]]]:
+    """Validate the raw dataset folder, fingerprint its content and prepare it (or reuse ``out``).
+
+    Returns:
+        ``(manifest, reused, bad cases)``.
+    """
+    source = Path(cfg.source)
+    plan = _validate(cfg, _discover(cfg, source), source, progress)
+    inputs = {
+        "cases": {cid: list(chk.digests) for cid, chk in sorted(plan.checks.items())},
+        "bad": sorted(b["case_id"] for b in plan.bad),
+    }
+    fp = fingerprint(inputs, params)
+    if _reusable(out, fp):
+        return read_manifest(out), True, plan.bad
+    _check_out(out, fp, cfg.overwrite)
+    with atomic_folder(out, overwrite=cfg.overwrite) as tmp:
+        manifest = _build(cfg, plan, fp, tmp, str(source.resolve()), progress)
+    return manifest, False, plan.bad
+
+
 # --------------------------------------------------------------------------- entry
 
 
@@ -448,50 +500,14 @@ def prepare_dataset(cfg: PrepareConfig, tracker: Tracker | None = None, progress
     tracker = tracker or Tracker()
     out = Path(cfg.out)
     params = _fingerprint_params(cfg)
-
-    def finish(manifest: dict[str, Any], reused: bool, bad: list[dict[str, Any]]) -> PrepareResult:
-        result = PrepareResult(out, manifest, reused, bad, time.perf_counter() - start)
-        if reused:
-            log.info("reusing %s: already prepared with fingerprint %s", out, result.fingerprint[:12])
-        else:
-            log.info("prepared %s (fingerprint %s) in %.1f s", out, result.fingerprint[:12], result.seconds)
-        if bad:
-            log.warning("%d bad case(s) skipped, listed in %s", len(bad), out / BAD_CASES)
-        _log(tracker, cfg, result)
-        return result
-
-    if cfg.dataset == "phantom":
-        inputs = {
-            "phantom": {
-                "version": PHANTOM_VERSION,
-                "patients": cfg.phantom_patients,
-                "seed": cfg.phantom_seed,
-                "size": cfg.phantom_size,
-            }
-        }
-        fp = fingerprint(inputs, params)
-        if _reusable(out, fp):
-            manifest = read_manifest(out)
-            return finish(manifest, True, json.loads((out / BAD_CASES).read_text()))
-        _check_out(out, fp, cfg.overwrite)
-        with atomic_folder(out, overwrite=cfg.overwrite) as tmp:
-            raw = write_phantom(tmp / RAW_DIR, cfg.phantom_patients, cfg.phantom_seed, cfg.phantom_size)
-            plan = _validate(cfg, _discover(cfg, raw), raw, progress)
-            manifest = _build(cfg, plan, fp, tmp, RAW_DIR, progress)
-        # Paths inside the manifest are relative to raw/, which moved with the folder.
-        return finish(manifest, False, plan.bad)
-
-    source = Path(cfg.source)
-    plan = _validate(cfg, _discover(cfg, source), source, progress)
-    inputs = {
-        "cases": {cid: list(chk.digests) for cid, chk in sorted(plan.checks.items())},
-        "bad": sorted(b["case_id"] for b in plan.bad),
-    }
-    fp = fingerprint(inputs, params)
-    if _reusable(out, fp):
-        return finish(read_manifest(out), True, plan.bad)
-    _check_out(out, fp, cfg.overwrite)
-    with atomic_folder(out, overwrite=cfg.overwrite) as tmp:
-        manifest = _build(cfg, plan, fp, tmp, str(source.resolve()), progress)
-    return finish(manifest, False, plan.bad)
-
+    prepare = _prepare_phantom if cfg.dataset == "phantom" else _prepare_source
+    manifest, reused, bad = prepare(cfg, out, params, progress)
+    result = PrepareResult(out, manifest, reused, bad, time.perf_counter() - start)
+    if reused:
+        log.info("reusing %s: already prepared with fingerprint %s", out, result.fingerprint[:12])
+    else:
+        log.info("prepared %s (fingerprint %s) in %.1f s", out, result.fingerprint[:12], result.seconds)
+    if bad:
+        log.warning("%d bad case(s) skipped, listed in %s", len(bad), out / BAD_CASES)
+    _log(tracker, cfg, result)
+    return result
