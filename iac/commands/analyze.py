@@ -98,6 +98,8 @@ def analyze(source: str, out: str, taus: str, patiences: str, windows: str, smoo
 
     matplotlib.use("Agg")
     from iac.nas import analysis
+    from iac.nas.replay import replay, replay_grid
+    from iac.nas.trajectory import final_genotype, load_trajectory, trajectory_space
 
     tau_list = _numbers("tau", taus, float)
     patience_list = _numbers("patience", patiences, int)
@@ -114,14 +116,14 @@ def analyze(source: str, out: str, taus: str, patiences: str, windows: str, smoo
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            traj = analysis.load_trajectory(fetch_trajectory(source, Path(tmp)))
+            traj = load_trajectory(fetch_trajectory(source, Path(tmp)))
             ks = sorted({1, 2, 3, stay_k})
             membership = analysis.topk_membership(traj, ks=ks)
-            grid = analysis.replay_grid(traj, tau_list, patience_list, window_list, base=base)
-            events = traj.get("events") or [ev.to_dict() for ev in analysis.replay(traj, cfg=middle).events]
+            grid = replay_grid(traj, tau_list, patience_list, window_list, base=base)
+            events = traj.get("events") or [ev.to_dict() for ev in replay(traj, cfg=middle).events]
         except ValueError as err:
             raise click.ClickException(str(err)) from err
-    space = analysis.trajectory_space(traj)
+    space = trajectory_space(traj)
     spearman = analysis.rank_correlation(traj)
     js = analysis.js_curves(traj)
     n_archs = len(traj["checks"][0]["archs"]) if traj["checks"] else 1
@@ -147,7 +149,7 @@ def analyze(source: str, out: str, taus: str, patiences: str, windows: str, smoo
         "source": source,
         "epochs": n_epochs,
         "checks": len(traj["checks"]),
-        "final_genotype": str(analysis.final_genotype(traj)),
+        "final_genotype": str(final_genotype(traj)),
         f"first_epoch_all_final_ops_in_top{stay_k}": first,
         "mean_spearman_last_epoch": None if spearman.empty else _mean_last(spearman),
         "timeline_events": "recorded" if traj.get("events") else f"replayed with tau={middle.tau:g}, patience={middle.patience}, window={middle.window}",

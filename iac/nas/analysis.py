@@ -1,60 +1,38 @@
-"""Reading search trajectories: when are the final operations known, and replay.
+"""Trajectory analyses: when are the final operations known?
 
-A trajectory is the JSON the search loop writes (``docs/architecture.md``):
-``space``, ``checks`` (every ``check_every`` architecture steps: per edge the
-surviving operations, softmax(alpha) over them and the node weight beta),
-``epochs`` and, after the search, ``final_genotype`` and ``events``.
-
-Tables (pandas DataFrames) answer the paper's observation: per epoch, is each
-edge's final operation already among its current top-1/2/3
+Tables (pandas DataFrames) over a search trajectory
+(:mod:`iac.nas.trajectory`) answer the paper's observation: per epoch, is
+each edge's final operation already among its current top-1/2/3
 (:func:`topk_membership`, :func:`first_epoch_in_topk`), how well does the
-current ranking agree with the final one (:func:`rank_correlation`), and how
-much does each distribution still move (:func:`js_curves`).
-
-:func:`replay` runs :class:`iac.nas.pruning.JSStabilityPruning` offline on
-the recorded checks, exactly as the live search calls it, after restricting
-each check to the operations and edges that survive in the replay
-(:func:`restrict_check`). On a full-search trajectory the replay is
-counterfactual once pruning starts (pruning changes what follows); on a
-live IAC-LTH trajectory the records already hold the surviving operations,
-are used unchanged and reproduce the live stop and genotype exactly.
-:func:`replay_grid` does it for a grid of settings (calibration).
+current ranking agree with the final one (:func:`rank_correlation`), how
+much does each distribution still move between checks
+(:func:`js_curves`), and when did each operation leave the supernet
+(:func:`op_timeline`), with their figures. The offline replay of the
+stability policy is :mod:`iac.nas.replay`.
 """
 
 from __future__ import annotations
 
-import copy
-import itertools
-import json
 import warnings
-from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from iac.config import StabilityConfig
-from iac.nas.genotype import Genotype, SearchSpace, discretize
-from iac.nas.pruning import JSStabilityPruning, PruneEvent, edge_states_of
+from iac.nas.genotype import SearchSpace
+from iac.nas.pruning import PruneEvent
 from iac.nas.stability import NONE_OP, js_divergence
+from iac.nas.trajectory import epoch_checks, final_genotype, trajectory_space
 
 __all__ = [
-    "load_trajectory",
-    "trajectory_space",
-    "final_genotype",
-    "epoch_checks",
+    "TOP_KS",
+    "DEFAULT_STAY_K",
     "topk_membership",
     "first_epoch_in_topk",
     "rank_correlation",
     "js_curves",
     "op_timeline",
-    "restrict_check",
-    "ReplayDiverged",
-    "ReplayResult",
-    "replay",
-    "replay_grid",
     "plot_js_curves",
     "plot_op_timeline",
     "plot_topk_membership",
@@ -64,64 +42,6 @@ __all__ = [
 TOP_KS = (1, 2, 3)
 # k of the "every final operation stays in the top-k" epoch.
 DEFAULT_STAY_K = 3
-
-
-def load_trajectory(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
-    """A trajectory dict from a JSON file (or an already loaded dict), validated.
-
-    Raises:
-        ValueError: If it lacks ``space``, ``checks`` or ``epochs``.
-    """
-    if isinstance(source, Mapping):
-        traj = dict(source)
-        where = "trajectory"
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise ValueError(f"trajectory file {str(path)!r} does not exist")
-        try:
-            traj = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"trajectory file {str(path)!r} is not valid JSON: {err}") from None
-        where = f"trajectory file {str(path)!r}"
-    missing = [k for k in ("space", "checks", "epochs") if k not in traj]
-    if missing:
-        raise ValueError(f"{where} lacks {missing}; a search trajectory has 'space', 'checks' and 'epochs'")
-    return traj
-
-
-def trajectory_space(trajectory: Mapping[str, Any]) -> SearchSpace:
-    """The search space the trajectory was recorded in."""
-    return SearchSpace.from_dict(trajectory["space"])
-
-
-def final_genotype(trajectory: Mapping[str, Any]) -> Genotype:
-    """The search's final genotype.
-
-    ``final_genotype`` if recorded, else the last epoch's ``genotype``, else
-    the discretisation of the last check.
-
-    Raises:
-        ValueError: If the trajectory has none of them.
-    """
-    if trajectory.get("final_genotype"):
-        return Genotype.from_dict(trajectory["final_genotype"])
-    epochs = trajectory.get("epochs") or []
-    if epochs and epochs[-1].get("genotype"):
-        return Genotype.from_dict(epochs[-1]["genotype"])
-    if trajectory.get("checks"):
-        space = trajectory_space(trajectory)
-        last = trajectory["checks"][-1]
-        return Genotype(space, tuple(discretize(space, edge_states_of(space, a)) for a in last["archs"]))
-    raise ValueError("the trajectory has no final genotype, no epoch genotype and no check to derive one from")
-
-
-def epoch_checks(trajectory: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
-    """The last check of every epoch that has one, by epoch."""
-    out: dict[int, dict[str, Any]] = {}
-    for rec in trajectory["checks"]:
-        out[int(rec["epoch"])] = rec
-    return dict(sorted(out.items()))
 
 
 def _final_choices(trajectory: Mapping[str, Any]) -> list[dict[str, str]]:
@@ -285,208 +205,6 @@ def op_timeline(events: Iterable[PruneEvent | Mapping[str, Any]], space: SearchS
                 epoch, check, by = removed.get((a, key, op), (np.nan, np.nan, ""))
                 rows.append({"arch": a, "edge": key, "op": op, "removed_epoch": epoch, "removed_check": check, "by": by})
     return pd.DataFrame(rows, columns=["arch", "edge", "op", "removed_epoch", "removed_check", "by"])
-
-
-# -- replay --------------------------------------------------------------------
-
-
-class ReplayDiverged(ValueError):
-    """A recorded check lacks operations the replayed policy still keeps.
-
-    Happens when replaying a pruned (IAC-LTH) trajectory with settings that
-    prune later than the live search did.
-
-    Attributes:
-        check: The check number where the replay cannot go on.
-    """
-
-    def __init__(self, message: str, check: int | None) -> None:
-        super().__init__(message)
-        self.check = check
-
-
-def restrict_check(record: Mapping[str, Any], policy: JSStabilityPruning) -> dict[str, Any]:
-    """A check record restricted to what survives in ``policy``.
-
-    Each alive edge keeps only the policy's surviving operations, their
-    weights renormalised; edges the policy dropped are marked dead and each
-    node's beta is renormalised over its remaining edges. Entries that
-    already match (a live IAC-LTH record) are copied unchanged, so the
-    policy sees exactly the recorded numbers. ``status`` (the live policy's
-    report) is left out. The input is not modified.
-
-    Raises:
-        ReplayDiverged: If the record lacks an operation the policy still keeps.
-    """
-    out = {k: copy.deepcopy(v) for k, v in record.items() if k not in ("archs", "status")}
-    space = policy.space
-    archs = []
-    for a, arch in enumerate(record["archs"]):
-        edges = [dict(e) for e in arch["edges"]]
-        if a < policy.n_archs:
-            for e, rec in enumerate(edges):
-                if not policy.alive(a, e):
-                    rec["alive"], rec["beta"] = False, 0.0
-                    continue
-                ops = policy.surviving_ops(a, e)
-                if tuple(rec["ops"]) == ops:
-                    continue
-                missing = [op for op in ops if op not in rec["ops"]]
-                if missing:
-                    raise ReplayDiverged(
-                        f"check {record.get('check')}, arch {a}, edge {rec['edge']}: the record lacks {missing}, "
-                        "which the replayed policy still keeps (the recorded search pruned earlier)",
-                        record.get("check"),
-                    )
-                w = np.asarray([rec["alpha"][rec["ops"].index(op)] for op in ops], dtype=np.float64)
-                rec["ops"], rec["alpha"] = list(ops), [float(x) for x in w / w.sum()]
-            for j in space.node_ids:
-                incoming = space.node_edges(j)
-                now = [e for e in incoming if edges[e].get("alive", True)]
-                recorded = [e for e in incoming if arch["edges"][e].get("alive", True)]
-                if now != recorded:
-                    total = sum(float(arch["edges"][e]["beta"]) for e in now)
-                    for e in now:
-                        edges[e]["beta"] = float(arch["edges"][e]["beta"]) / total
-        archs.append({**{k: v for k, v in arch.items() if k != "edges"}, "edges": edges})
-    out["archs"] = archs
-    return out
-
-
-@dataclass(frozen=True)
-class ReplayResult:
-    """Outcome of :func:`replay`.
-
-    Attributes:
-        stop_check: Check at which every edge was decided (``None``: never).
-        stop_epoch: Epoch of that check (``None``: never).
-        stop_arch_step: Architecture step of that check (``None``: never).
-        genotype: Discretisation of the replayed supernet after the stop
-            check (or after the last check when it never stops).
-        events: The replayed pruning events.
-    """
-
-    stop_check: int | None
-    stop_epoch: int | None
-    stop_arch_step: int | None
-    genotype: Genotype
-    events: tuple[PruneEvent, ...]
-
-    @property
-    def stopped(self) -> bool:
-        """Whether every edge was decided within the trajectory."""
-        return self.stop_check is not None
-
-
-def replay(
-    trajectory: Mapping[str, Any], space: SearchSpace | None = None, cfg: StabilityConfig | None = None
-) -> ReplayResult:
-    """Runs the IAC-LTH policy offline over the trajectory's checks.
-
-    The checks are used as recorded (``cfg.check_every`` is not applied: the
-    trajectory fixes the spacing of its checks).
-
-    Args:
-        trajectory: A trajectory dict (:func:`load_trajectory`).
-        space: Its search space (default: the trajectory's).
-        cfg: Stability settings (default: :class:`StabilityConfig`).
-
-    Returns:
-        Stop check/epoch, the replayed genotype and the events.
-
-    Raises:
-        ValueError: If the trajectory has no checks.
-        ReplayDiverged: If the trajectory was pruned where the replay is not.
-    """
-    space = space or trajectory_space(trajectory)
-    cfg = cfg or StabilityConfig()
-    checks = trajectory["checks"]
-    if not checks:
-        raise ValueError("the trajectory has no checks to replay (did the search reach its architecture steps?)")
-    policy = JSStabilityPruning(space, cfg)
-    stop = None
-    last = checks[-1]
-    for rec in checks:
-        policy.observe(restrict_check(rec, policy))
-        if policy.all_decided:
-            stop = last = rec
-            break
-    final = restrict_check(last, policy)
-    genotype = Genotype(space, tuple(discretize(space, edge_states_of(space, arch)) for arch in final["archs"]))
-    return ReplayResult(
-        stop_check=None if stop is None else int(stop["check"]),
-        stop_epoch=None if stop is None else int(stop["epoch"]),
-        stop_arch_step=None if stop is None else stop.get("arch_step"),
-        genotype=genotype,
-        events=tuple(policy.events),
-    )
-
-
-def replay_grid(
-    trajectory: Mapping[str, Any],
-    taus: Sequence[float],
-    patiences: Sequence[int],
-    windows: Sequence[int],
-    base: StabilityConfig | None = None,
-    space: SearchSpace | None = None,
-) -> pd.DataFrame:
-    """Replays every ``tau`` x ``patience`` x ``window`` combination.
-
-    Args:
-        trajectory: A trajectory dict (usually of a full search).
-        taus, patiences, windows: The grid.
-        base: Settings not in the grid (``smoothing``, ``keep_schedule``).
-        space: The search space (default: the trajectory's).
-
-    Returns:
-        One row per combination: ``tau``, ``patience``, ``window``,
-        ``stopped``, ``stop_check``, ``stop_epoch``, ``stop_arch_step``,
-        ``epochs_run`` (stop epoch + 1, or all epochs), ``epochs_total``,
-        ``epoch_ratio`` (total / run, the counterfactual epoch saving),
-        ``events``, ``genotype_equal`` (to the trajectory's final genotype),
-        ``genotype`` and ``diverged_check`` (where a replay of a pruned
-        trajectory could not go on, see :class:`ReplayDiverged`; its other
-        results are then empty).
-    """
-    for name, values in (("taus", taus), ("patiences", patiences), ("windows", windows)):
-        if not len(values):
-            raise ValueError(f"{name} is empty; give at least one value")
-    base = base or StabilityConfig()
-    space = space or trajectory_space(trajectory)
-    reference = final_genotype(trajectory)
-    total = len(trajectory["epochs"]) or (int(trajectory["checks"][-1]["epoch"]) + 1 if trajectory["checks"] else 0)
-    rows = []
-    for tau, patience, window in itertools.product(taus, patiences, windows):
-        cfg = replace(base, tau=float(tau), patience=int(patience), window=int(window))
-        row = {"tau": float(tau), "patience": int(patience), "window": int(window)}
-        try:
-            res = replay(trajectory, space, cfg)
-        except ReplayDiverged as err:
-            rows.append({**row, "stopped": False, "genotype_equal": False, "diverged_check": err.check})
-            continue
-        run = res.stop_epoch + 1 if res.stopped else total
-        rows.append(
-            {
-                **row,
-                "stopped": res.stopped,
-                "stop_check": res.stop_check,
-                "stop_epoch": res.stop_epoch,
-                "stop_arch_step": res.stop_arch_step,
-                "epochs_run": run,
-                "epochs_total": total,
-                "epoch_ratio": total / run if run else float("nan"),
-                "events": len(res.events),
-                "genotype_equal": res.genotype == reference,
-                "genotype": str(res.genotype),
-                "diverged_check": None,
-            }
-        )
-    columns = ["tau", "patience", "window", "stopped", "stop_check", "stop_epoch", "stop_arch_step", "epochs_run",
-               "epochs_total", "epoch_ratio", "events", "genotype_equal", "genotype", "diverged_check"]
-    grid = pd.DataFrame(rows, columns=columns)
-    # Nullable integers: a replay that never stops has no stop check.
-    ints = ["stop_check", "stop_epoch", "stop_arch_step", "epochs_run", "epochs_total", "events", "diverged_check"]
-    return grid.astype({c: "Int64" for c in ints})
 
 
 # -- plots (matplotlib Figures, no global pyplot state) ---------------------------

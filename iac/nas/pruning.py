@@ -3,7 +3,7 @@
 The search loop hands every *check record* (the JSON dict of
 ``docs/architecture.md``: each edge's surviving operations, their softmax
 weights and its node weight) to a policy and gets back a list of
-:class:`PruneEvent`. The offline replay (:mod:`iac.nas.analysis`) calls the
+:class:`PruneEvent`. The offline replay (:mod:`iac.nas.replay`) calls the
 very same :meth:`JSStabilityPruning.observe` on recorded checks, so a live
 search and its replay decide on the same numbers with the same code.
 
@@ -340,7 +340,7 @@ class JSStabilityPruning(PruningPolicy):
             check_record: A check dict (``check``, ``epoch``, ``arch_step``,
                 ``archs``); each alive edge's ``ops`` must equal the policy's
                 surviving operations (restrict recorded checks first when
-                replaying, see :func:`iac.nas.analysis.restrict_check`).
+                replaying, see :func:`iac.nas.replay.restrict_check`).
 
         Returns:
             The events of this check (also appended to :attr:`events`).

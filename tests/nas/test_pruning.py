@@ -477,7 +477,7 @@ def test_apply_events_on_search_network():
 
 def test_live_search_on_search_network_replays_exactly():
     """The real supernet, check records and event application, then the offline replay."""
-    from iac.nas.analysis import replay
+    from iac.nas.replay import replay
     from iac.nas.search import check_record
     from iac.nas.supernet import SearchNetwork
 

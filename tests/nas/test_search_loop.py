@@ -81,7 +81,7 @@ def test_lth_prunes_stops_early_and_later_epochs_are_cheaper(data, tmp_path):
 
 
 def test_offline_replay_reproduces_the_live_search(data, tmp_path):
-    from iac.nas.analysis import replay
+    from iac.nas.replay import replay
 
     live = _search(data, "lth", tmp_path / "l.pt")
     rep = replay(live.trajectory, cfg=LTH)

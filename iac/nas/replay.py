@@ -1,0 +1,233 @@
+"""Offline replay of the IAC-LTH stability policy on a recorded trajectory.
+
+:func:`replay` runs :class:`iac.nas.pruning.JSStabilityPruning` offline on
+the recorded checks, exactly as the live search calls it, after restricting
+each check to the operations and edges that survive in the replay
+(:func:`restrict_check`). On a full-search trajectory the replay is
+counterfactual once pruning starts (pruning changes what follows); on a
+live IAC-LTH trajectory the records already hold the surviving operations,
+are used unchanged and reproduce the live stop and genotype exactly.
+:func:`replay_grid` does it for a grid of settings (calibration).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from iac.config import StabilityConfig
+from iac.nas.genotype import Genotype, SearchSpace, discretize
+from iac.nas.pruning import JSStabilityPruning, PruneEvent, edge_states_of
+from iac.nas.trajectory import final_genotype, trajectory_space
+
+__all__ = [
+    "restrict_check",
+    "ReplayDiverged",
+    "ReplayResult",
+    "replay",
+    "replay_grid",
+]
+
+
+class ReplayDiverged(ValueError):
+    """A recorded check lacks operations the replayed policy still keeps.
+
+    Happens when replaying a pruned (IAC-LTH) trajectory with settings that
+    prune later than the live search did.
+
+    Attributes:
+        check: The check number where the replay cannot go on.
+    """
+
+    def __init__(self, message: str, check: int | None) -> None:
+        super().__init__(message)
+        self.check = check
+
+
+def restrict_check(record: Mapping[str, Any], policy: JSStabilityPruning) -> dict[str, Any]:
+    """A check record restricted to what survives in ``policy``.
+
+    Each alive edge keeps only the policy's surviving operations, their
+    weights renormalised; edges the policy dropped are marked dead and each
+    node's beta is renormalised over its remaining edges. Entries that
+    already match (a live IAC-LTH record) are copied unchanged, so the
+    policy sees exactly the recorded numbers. ``status`` (the live policy's
+    report) is left out. The input is not modified.
+
+    Raises:
+        ReplayDiverged: If the record lacks an operation the policy still keeps.
+    """
+    out = {k: copy.deepcopy(v) for k, v in record.items() if k not in ("archs", "status")}
+    space = policy.space
+    archs = []
+    for a, arch in enumerate(record["archs"]):
+        edges = [dict(e) for e in arch["edges"]]
+        if a < policy.n_archs:
+            for e, rec in enumerate(edges):
+                if not policy.alive(a, e):
+                    rec["alive"], rec["beta"] = False, 0.0
+                    continue
+                ops = policy.surviving_ops(a, e)
+                if tuple(rec["ops"]) == ops:
+                    continue
+                missing = [op for op in ops if op not in rec["ops"]]
+                if missing:
+                    raise ReplayDiverged(
+                        f"check {record.get('check')}, arch {a}, edge {rec['edge']}: the record lacks {missing}, "
+                        "which the replayed policy still keeps (the recorded search pruned earlier)",
+                        record.get("check"),
+                    )
+                w = np.asarray([rec["alpha"][rec["ops"].index(op)] for op in ops], dtype=np.float64)
+                rec["ops"], rec["alpha"] = list(ops), [float(x) for x in w / w.sum()]
+            for j in space.node_ids:
+                incoming = space.node_edges(j)
+                now = [e for e in incoming if edges[e].get("alive", True)]
+                recorded = [e for e in incoming if arch["edges"][e].get("alive", True)]
+                if now != recorded:
+                    total = sum(float(arch["edges"][e]["beta"]) for e in now)
+                    for e in now:
+                        edges[e]["beta"] = float(arch["edges"][e]["beta"]) / total
+        archs.append({**{k: v for k, v in arch.items() if k != "edges"}, "edges": edges})
+    out["archs"] = archs
+    return out
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """Outcome of :func:`replay`.
+
+    Attributes:
+        stop_check: Check at which every edge was decided (``None``: never).
+        stop_epoch: Epoch of that check (``None``: never).
+        stop_arch_step: Architecture step of that check (``None``: never).
+        genotype: Discretisation of the replayed supernet after the stop
+            check (or after the last check when it never stops).
+        events: The replayed pruning events.
+    """
+
+    stop_check: int | None
+    stop_epoch: int | None
+    stop_arch_step: int | None
+    genotype: Genotype
+    events: tuple[PruneEvent, ...]
+
+    @property
+    def stopped(self) -> bool:
+        """Whether every edge was decided within the trajectory."""
+        return self.stop_check is not None
+
+
+def replay(
+    trajectory: Mapping[str, Any], space: SearchSpace | None = None, cfg: StabilityConfig | None = None
+) -> ReplayResult:
+    """Runs the IAC-LTH policy offline over the trajectory's checks.
+
+    The checks are used as recorded (``cfg.check_every`` is not applied: the
+    trajectory fixes the spacing of its checks).
+
+    Args:
+        trajectory: A trajectory dict (:func:`iac.nas.trajectory.load_trajectory`).
+        space: Its search space (default: the trajectory's).
+        cfg: Stability settings (default: :class:`StabilityConfig`).
+
+    Returns:
+        Stop check/epoch, the replayed genotype and the events.
+
+    Raises:
+        ValueError: If the trajectory has no checks.
+        ReplayDiverged: If the trajectory was pruned where the replay is not.
+    """
+    space = space or trajectory_space(trajectory)
+    cfg = cfg or StabilityConfig()
+    checks = trajectory["checks"]
+    if not checks:
+        raise ValueError("the trajectory has no checks to replay (did the search reach its architecture steps?)")
+    policy = JSStabilityPruning(space, cfg)
+    stop = None
+    last = checks[-1]
+    for rec in checks:
+        policy.observe(restrict_check(rec, policy))
+        if policy.all_decided:
+            stop = last = rec
+            break
+    final = restrict_check(last, policy)
+    genotype = Genotype(space, tuple(discretize(space, edge_states_of(space, arch)) for arch in final["archs"]))
+    return ReplayResult(
+        stop_check=None if stop is None else int(stop["check"]),
+        stop_epoch=None if stop is None else int(stop["epoch"]),
+        stop_arch_step=None if stop is None else stop.get("arch_step"),
+        genotype=genotype,
+        events=tuple(policy.events),
+    )
+
+
+def replay_grid(
+    trajectory: Mapping[str, Any],
+    taus: Sequence[float],
+    patiences: Sequence[int],
+    windows: Sequence[int],
+    base: StabilityConfig | None = None,
+    space: SearchSpace | None = None,
+) -> pd.DataFrame:
+    """Replays every ``tau`` x ``patience`` x ``window`` combination.
+
+    Args:
+        trajectory: A trajectory dict (usually of a full search).
+        taus, patiences, windows: The grid.
+        base: Settings not in the grid (``smoothing``, ``keep_schedule``).
+        space: The search space (default: the trajectory's).
+
+    Returns:
+        One row per combination: ``tau``, ``patience``, ``window``,
+        ``stopped``, ``stop_check``, ``stop_epoch``, ``stop_arch_step``,
+        ``epochs_run`` (stop epoch + 1, or all epochs), ``epochs_total``,
+        ``epoch_ratio`` (total / run, the counterfactual epoch saving),
+        ``events``, ``genotype_equal`` (to the trajectory's final genotype),
+        ``genotype`` and ``diverged_check`` (where a replay of a pruned
+        trajectory could not go on, see :class:`ReplayDiverged`; its other
+        results are then empty).
+    """
+    for name, values in (("taus", taus), ("patiences", patiences), ("windows", windows)):
+        if not len(values):
+            raise ValueError(f"{name} is empty; give at least one value")
+    base = base or StabilityConfig()
+    space = space or trajectory_space(trajectory)
+    reference = final_genotype(trajectory)
+    total = len(trajectory["epochs"]) or (int(trajectory["checks"][-1]["epoch"]) + 1 if trajectory["checks"] else 0)
+    rows = []
+    for tau, patience, window in itertools.product(taus, patiences, windows):
+        cfg = replace(base, tau=float(tau), patience=int(patience), window=int(window))
+        row = {"tau": float(tau), "patience": int(patience), "window": int(window)}
+        try:
+            res = replay(trajectory, space, cfg)
+        except ReplayDiverged as err:
+            rows.append({**row, "stopped": False, "genotype_equal": False, "diverged_check": err.check})
+            continue
+        run = res.stop_epoch + 1 if res.stopped else total
+        rows.append(
+            {
+                **row,
+                "stopped": res.stopped,
+                "stop_check": res.stop_check,
+                "stop_epoch": res.stop_epoch,
+                "stop_arch_step": res.stop_arch_step,
+                "epochs_run": run,
+                "epochs_total": total,
+                "epoch_ratio": total / run if run else float("nan"),
+                "events": len(res.events),
+                "genotype_equal": res.genotype == reference,
+                "genotype": str(res.genotype),
+                "diverged_check": None,
+            }
+        )
+    columns = ["tau", "patience", "window", "stopped", "stop_check", "stop_epoch", "stop_arch_step", "epochs_run",
+               "epochs_total", "epoch_ratio", "events", "genotype_equal", "genotype", "diverged_check"]
+    grid = pd.DataFrame(rows, columns=columns)
+    # Nullable integers: a replay that never stops has no stop check.
+    ints = ["stop_check", "stop_epoch", "stop_arch_step", "epochs_run", "epochs_total", "events", "diverged_check"]
+    return grid.astype({c: "Int64" for c in ints})
