@@ -97,7 +97,7 @@ def analyze(source: str, out: str, taus: str, patiences: str, windows: str, smoo
     import matplotlib
 
     matplotlib.use("Agg")
-    from iac.nas import analysis
+    from iac.nas import analysis, plots
     from iac.nas.replay import replay, replay_grid
     from iac.nas.trajectory import final_genotype, load_trajectory, trajectory_space
 
@@ -125,7 +125,7 @@ def analyze(source: str, out: str, taus: str, patiences: str, windows: str, smoo
             raise click.ClickException(str(err)) from err
     space = trajectory_space(traj)
     spearman = analysis.rank_correlation(traj)
-    js = analysis.js_curves(traj)
+    js = analysis.consecutive_js(traj)
     n_archs = len(traj["checks"][0]["archs"]) if traj["checks"] else 1
     timeline = analysis.op_timeline(events, space, n_archs)
     first = analysis.first_epoch_in_topk(membership, stay_k)
@@ -134,14 +134,14 @@ def analyze(source: str, out: str, taus: str, patiences: str, windows: str, smoo
     out_dir.mkdir(parents=True, exist_ok=True)
     membership.to_csv(out_dir / "topk_membership.csv", index=False)
     spearman.to_csv(out_dir / "rank_correlation.csv", index=False)
-    js.to_csv(out_dir / "js_curves.csv", index=False)
+    js.to_csv(out_dir / "consecutive_js.csv", index=False)
     grid.to_csv(out_dir / "replay_grid.csv", index=False)
     timeline.to_csv(out_dir / "op_timeline.csv", index=False)
     last_epoch = int(traj["epochs"][-1]["epoch"]) if traj["epochs"] else int(membership["epoch"].max())
     figures = {
-        "js_curves.png": analysis.plot_js_curves(js, tau=middle.tau),
-        "op_timeline.png": analysis.plot_op_timeline(timeline, last_epoch),
-        "topk_membership.png": analysis.plot_topk_membership(membership, stay_k),
+        "consecutive_js.png": plots.consecutive_js_figure(js, tau=middle.tau),
+        "op_timeline.png": plots.op_timeline_figure(timeline, last_epoch),
+        "topk_membership.png": plots.topk_membership_figure(membership, stay_k),
     }
     for name, fig in figures.items():
         fig.savefig(out_dir / name, dpi=120)

@@ -6,9 +6,9 @@ each edge's final operation already among its current top-1/2/3
 (:func:`topk_membership`, :func:`first_epoch_in_topk`), how well does the
 current ranking agree with the final one (:func:`rank_correlation`), how
 much does each distribution still move between checks
-(:func:`js_curves`), and when did each operation leave the supernet
-(:func:`op_timeline`), with their figures. The offline replay of the
-stability policy is :mod:`iac.nas.replay`.
+(:func:`consecutive_js`), and when did each operation leave the supernet
+(:func:`op_timeline`). Their figures are in :mod:`iac.nas.plots`; the
+offline replay of the stability policy is :mod:`iac.nas.replay`.
 """
 
 from __future__ import annotations
@@ -31,11 +31,8 @@ __all__ = [
     "topk_membership",
     "first_epoch_in_topk",
     "rank_correlation",
-    "js_curves",
+    "consecutive_js",
     "op_timeline",
-    "plot_js_curves",
-    "plot_op_timeline",
-    "plot_topk_membership",
 ]
 
 # Top-k sizes reported per epoch (the paper's observation is about the top-3).
@@ -142,8 +139,13 @@ def rank_correlation(trajectory: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["epoch", "check", "arch", "edge", "spearman"])
 
 
-def js_curves(trajectory: Mapping[str, Any]) -> pd.DataFrame:
-    """Per check and alive edge: JS divergence (base 2) from the previous check.
+def consecutive_js(trajectory: Mapping[str, Any]) -> pd.DataFrame:
+    """Per check and alive edge: JS divergence (base 2) of softmax(alpha) from the previous check.
+
+    The raw check-to-check movement of the recorded operation weights, for
+    every search (full or IAC-LTH); not the smoothed divergence the live
+    stability test compares with ``tau`` (see
+    :func:`iac.nas.plots.stability_js_figure`).
 
     When the edge was pruned in between, the previous distribution is
     restricted to the surviving ops and renormalised.
@@ -205,89 +207,3 @@ def op_timeline(events: Iterable[PruneEvent | Mapping[str, Any]], space: SearchS
                 epoch, check, by = removed.get((a, key, op), (np.nan, np.nan, ""))
                 rows.append({"arch": a, "edge": key, "op": op, "removed_epoch": epoch, "removed_check": check, "by": by})
     return pd.DataFrame(rows, columns=["arch", "edge", "op", "removed_epoch", "removed_check", "by"])
-
-
-# -- plots (matplotlib Figures, no global pyplot state) ---------------------------
-
-
-def plot_js_curves(js: pd.DataFrame, tau: float | None = None):
-    """JS divergence between consecutive checks per edge, log scale, with ``tau``.
-
-    Args:
-        js: Output of :func:`js_curves`.
-        tau: Threshold line to draw.
-    """
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(9, 5))
-    ax = fig.subplots()
-    for (a, key), part in js.groupby(["arch", "edge"], sort=False):
-        positive = part[part["js"] > 0]
-        label = key if js["arch"].nunique() == 1 else f"a{a} {key}"
-        ax.plot(positive["arch_step"], positive["js"], lw=1, label=label)
-    if tau is not None:
-        ax.axhline(tau, color="k", ls="--", lw=1, label=f"tau = {tau:g}")
-    if (js["js"] > 0).any():
-        ax.set_yscale("log")
-    ax.set_xlabel("architecture step")
-    ax.set_ylabel("JS divergence (base 2) to the previous check")
-    ax.legend(fontsize="x-small", ncol=2, loc="upper right")
-    fig.tight_layout()
-    return fig
-
-
-def plot_op_timeline(timeline: pd.DataFrame, last_epoch: int):
-    """Surviving operations per edge over the epochs (from :func:`op_timeline`).
-
-    Each edge is a row; its bar is shaded by how many operations survive and
-    labelled with the operations left at the end (grey: edge dropped).
-    """
-    from matplotlib import colormaps
-    from matplotlib.figure import Figure
-
-    keys = list(dict.fromkeys(zip(timeline["arch"], timeline["edge"])))
-    n_ops = timeline.groupby(["arch", "edge"]).size().max()
-    fig = Figure(figsize=(10, 0.4 * len(keys) + 1.5))
-    ax = fig.subplots()
-    cmap = colormaps["viridis"]
-    end = last_epoch + 1
-    for row, key in enumerate(keys):
-        part = timeline[(timeline["arch"] == key[0]) & (timeline["edge"] == key[1])]
-        cuts = sorted({float(x) for x in part["removed_epoch"].dropna()} | {0.0, float(end)})
-        for start, stop in zip(cuts, cuts[1:]):
-            alive = part[part["removed_epoch"].isna() | (part["removed_epoch"] >= stop)]
-            color = "lightgrey" if alive.empty else cmap(len(alive) / n_ops)
-            ax.broken_barh([(start, stop - start)], (row - 0.4, 0.8), color=color)
-        left = part[part["removed_epoch"].isna()]["op"].tolist()
-        ax.text(end, row, " " + (",".join(left) if left else "dropped"), va="center", fontsize="x-small")
-    ax.set_yticks(range(len(keys)), [k if timeline["arch"].nunique() == 1 else f"a{a} {k}" for a, k in keys])
-    ax.set_xlim(0, end * 1.35)
-    ax.set_xlabel("epoch")
-    ax.set_title("surviving operations per edge (darker: fewer)")
-    fig.tight_layout()
-    return fig
-
-
-def plot_topk_membership(membership: pd.DataFrame, stay_k: int = DEFAULT_STAY_K):
-    """Share of final operations in the current top-k, per epoch, for each k.
-
-    A vertical line marks :func:`first_epoch_in_topk` for ``stay_k``.
-    """
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(8, 4))
-    ax = fig.subplots()
-    cols = [c for c in membership.columns if c.startswith("top")]
-    share = membership.groupby("epoch")[cols].mean()
-    for c in cols:
-        ax.plot(share.index, share[c], label=c.replace("top", "top-"))
-    if f"top{stay_k}" in cols:
-        first = first_epoch_in_topk(membership, stay_k)
-        if first is not None:
-            ax.axvline(first, color="k", ls="--", lw=1, label=f"all final ops stay in top-{stay_k} (epoch {first})")
-    ax.set_ylim(0, 1.05)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("share of final operations")
-    ax.legend(fontsize="small", loc="lower right")
-    fig.tight_layout()
-    return fig

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from trajectorykit import CFG, CHECKS_PER_EPOCH, KEYS, OPS, SPACE, Logits, full_trajectory, genotype_of, live_trajectory
 
-from iac.nas.analysis import js_curves
+from iac.nas.analysis import consecutive_js
 from iac.nas.pruning import JSStabilityPruning
 from iac.nas.replay import ReplayDiverged, replay, replay_grid, restrict_check
 from iac.nas.trajectory import final_genotype
@@ -100,7 +100,7 @@ def test_replay_that_never_stabilises():
 def test_replay_grid():
     logits = Logits(seed=2)
     full = full_trajectory(logits)
-    below_all = float(js_curves(full)["js"].min()) / 2  # no edge is ever this still
+    below_all = float(consecutive_js(full)["js"].min()) / 2  # no edge is ever this still
     grid = replay_grid(full, taus=[below_all, 1e-3, 1e-2], patiences=[1, 3], windows=[1, 2], base=CFG)
     assert len(grid) == 12
     assert {"tau", "patience", "window", "stop_epoch", "epochs_run", "epoch_ratio", "genotype_equal"} <= set(grid.columns)
