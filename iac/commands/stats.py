@@ -51,7 +51,7 @@ def _load_run(run_id: str, dst: Path):
     import mlflow
 
     from iac.eval.per_case import load_per_case
-    from iac.stats.paired import EvaluatedRun
+    from iac.stats.inputs import EvaluatedRun
 
     run = mlflow.get_run(run_id)
     folder = dst / run_id
@@ -100,7 +100,8 @@ def run_stats(cfg: StatsConfig, run_ids: Sequence[str], extra_tags: dict[str, st
     matplotlib.use("Agg")
     import mlflow
 
-    from iac.stats.paired import compare_methods, headline_metrics, patient_scores, pool_seeds, stack_runs
+    from iac.stats.comparisons import compare_methods, headline_metrics
+    from iac.stats.inputs import patient_scores, pool_seeds, stack_runs
     from iac.stats.plots import patient_score_figure, search_time_figure
     from iac.stats.tables import write_tables
 

@@ -1,22 +1,10 @@
 """Patient-level paired statistics of evaluate runs (tests, effect sizes, tables, plots)."""
 
+from iac.stats.comparisons import HIGHER_IS_BETTER, compare_methods, compare_pair, headline_metrics
 from iac.stats.effect import bootstrap_median_ci, oriented_differences, rank_biserial, signed_rank_sums
-from iac.stats.paired import (
-    HIGHER_IS_BETTER,
-    POOLED,
-    EvaluatedRun,
-    StatsError,
-    compare_methods,
-    compare_pair,
-    equivalence_test,
-    headline_metrics,
-    holm,
-    patient_scores,
-    pool_seeds,
-    signed_rank_test,
-    stack_runs,
-)
+from iac.stats.inputs import POOLED, EvaluatedRun, StatsError, patient_scores, pool_seeds, stack_runs
 from iac.stats.tables import readable_table, to_latex, to_markdown, write_tables
+from iac.stats.tests import equivalence_test, holm, signed_rank_test
 
 __all__ = [
     "HIGHER_IS_BETTER",

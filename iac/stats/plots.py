@@ -36,8 +36,8 @@ def patient_score_figure(
 
     Args:
         scores: per-patient scores with ``method``, ``patient``, ``label``
-            and the metric (:func:`iac.stats.paired.patient_scores`, pooled
-            with :func:`iac.stats.paired.pool_seeds` when there are seeds);
+            and the metric (:func:`iac.stats.inputs.patient_scores`, pooled
+            with :func:`iac.stats.inputs.pool_seeds` when there are seeds);
             one panel per (dataset, backbone) when those columns are present.
         metric: the column to plot.
         label: which structure (``mean_fg`` by default).

@@ -1,4 +1,4 @@
-"""The results table of :func:`iac.stats.paired.compare_methods` as files.
+"""The results table of :func:`iac.stats.comparisons.compare_methods` as files.
 
 ``stats.csv`` keeps every column at full precision (the machine-readable
 record); ``stats.md`` and ``stats.tex`` show one readable table per
@@ -14,7 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from iac.stats.paired import FAMILY, POOLED
+from iac.stats.comparisons import FAMILY
+from iac.stats.inputs import POOLED
 
 # Column headings of the readable tables, in order.
 READABLE_COLUMNS = ("method", "label", "n", "median diff [CI]", "r", "p", "p_holm", "equivalent")

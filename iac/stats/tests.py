@@ -1,0 +1,115 @@
+"""The signed-rank tests of paired differences and Holm's correction.
+
+* two-sided Wilcoxon signed-rank test (``scipy.stats.wilcoxon``) with the
+  configured ``zero_method`` (default ``"zsplit"``: a patient on which the
+  two methods agree stays in the test) and ``method="exact"`` when there are
+  at most ``exact_max_n`` pairs and neither zero nor tied differences, else
+  ``method="asymptotic"`` (the normal approximation, no continuity
+  correction); both choices are columns of the result;
+* Holm's step-down correction over all rows of a table
+  (``statsmodels.stats.multitest.multipletests(method="holm")``);
+* an equivalence test (TOST): two one-sided signed-rank tests, of
+  ``d + margin > 0`` and of ``d - margin < 0``; the methods are called
+  equivalent when both one-sided p-values are below ``alpha``.
+
+The differences ``d`` are oriented as :func:`iac.stats.effect.oriented_differences`
+makes them: positive when the reference is better.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import numpy as np
+from scipy.stats import wilcoxon
+from statsmodels.stats.multitest import multipletests
+
+from iac.stats.effect import check_zero_method
+from iac.stats.inputs import StatsError
+
+# Holm's method, named explicitly: statsmodels' default is Holm-Sidak.
+HOLM = "holm"
+
+
+class SignedRankResult(NamedTuple):
+    """A signed-rank test: scipy's statistic and p-value, and the method used."""
+
+    statistic: float
+    pvalue: float
+    method: str
+
+
+class EquivalenceResult(NamedTuple):
+    """Two one-sided signed-rank tests against ``-margin`` and ``+margin``."""
+
+    p_lower: float  # H0: median(d) <= -margin
+    p_upper: float  # H0: median(d) >= +margin
+    pvalue: float  # max of the two
+    equivalent: bool
+    method: str  # "exact", "asymptotic" or "exact/asymptotic" when they differ
+
+
+def _scipy_method(d: np.ndarray, exact_max_n: int) -> str:
+    """``"exact"`` for at most ``exact_max_n`` pairs without zero or tied |d|, else ``"asymptotic"``."""
+    magnitudes = np.abs(d)
+    if d.size <= exact_max_n and not np.any(magnitudes == 0) and np.unique(magnitudes).size == d.size:
+        return "exact"
+    return "asymptotic"
+
+
+def signed_rank_test(
+    d: np.ndarray,
+    zero_method: str = "zsplit",
+    alternative: str = "two-sided",
+    exact_max_n: int = 50,
+) -> SignedRankResult:
+    """Wilcoxon signed-rank test of paired differences with a stated method.
+
+    Calls ``scipy.stats.wilcoxon(d, zero_method=..., alternative=...,
+    method=...)`` with ``method`` chosen by the rule of the module docstring.
+    When every difference is zero there is no evidence of a difference and
+    the p-value is 1 (scipy returns NaN for some zero methods).
+    """
+    check_zero_method(zero_method)
+    d = np.asarray(d, dtype=float)
+    if d.size == 0:
+        raise StatsError("signed-rank test of no pairs")
+    method = _scipy_method(d, exact_max_n)
+    if not np.any(d != 0):
+        return SignedRankResult(0.0, 1.0, method)
+    res = wilcoxon(d, zero_method=zero_method, alternative=alternative, method=method)
+    return SignedRankResult(float(res.statistic), float(res.pvalue), method)
+
+
+def equivalence_test(
+    d: np.ndarray,
+    margin: float,
+    alpha: float = 0.05,
+    zero_method: str = "zsplit",
+    exact_max_n: int = 50,
+) -> EquivalenceResult:
+    """TOST with signed-rank tests: is the median difference inside ``(-margin, margin)``?
+
+    Lower test: ``d + margin`` with ``alternative="greater"``; upper test:
+    ``d - margin`` with ``alternative="less"``. Equivalent when both
+    one-sided p-values are below ``alpha``.
+    """
+    if not margin > 0:
+        raise ValueError(f"equivalence margin must be > 0, got {margin}")
+    d = np.asarray(d, dtype=float)
+    lower = signed_rank_test(d + margin, zero_method, "greater", exact_max_n)
+    upper = signed_rank_test(d - margin, zero_method, "less", exact_max_n)
+    # An all-zero shifted vector cannot happen for margin > 0 unless d == -margin everywhere;
+    # signed_rank_test then reports p = 1, which correctly refuses equivalence.
+    p = max(lower.pvalue, upper.pvalue)
+    method = lower.method if lower.method == upper.method else f"{lower.method}/{upper.method}"
+    return EquivalenceResult(lower.pvalue, upper.pvalue, p, bool(lower.pvalue < alpha and upper.pvalue < alpha), method)
+
+
+def holm(pvalues: Sequence[float], alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Holm step-down adjusted p-values and rejections (statsmodels, ``method="holm"``)."""
+    p = np.asarray(pvalues, dtype=float)
+    if p.size == 0:
+        return np.array([], dtype=bool), np.array([], dtype=float)
+    reject, p_adj, _, _ = multipletests(p, alpha=alpha, method=HOLM)
+    return reject, p_adj
