@@ -101,15 +101,9 @@ def analyze(source: str, out: str, taus: str, patiences: str, windows: str, smoo
     from iac.nas.replay import replay, replay_grid
     from iac.nas.trajectory import final_genotype, load_trajectory, trajectory_space
 
-    tau_list = _numbers("tau", taus, float)
-    patience_list = _numbers("patience", patiences, int)
-    window_list = _numbers("window", windows, int)
-    schedule = tuple(_numbers("keep-schedule", keep_schedule, int))
-    if not 0 <= smoothing < 1:
-        raise click.BadParameter(f"must be in [0, 1), got {smoothing}", param_hint="--smoothing")
+    tau_list, patience_list, window_list, base = _replay_settings(taus, patiences, windows, smoothing, keep_schedule)
     if stay_k < 1:
         raise click.BadParameter(f"must be >= 1, got {stay_k}", param_hint="--stay-k")
-    base = StabilityConfig(smoothing=smoothing, keep_schedule=schedule)
     # The grid's middle setting: its replay's events feed the timeline when none are recorded.
     middle = replace(base, tau=_middle(tau_list), patience=_middle(patience_list), window=_middle(window_list))
     out_dir = Path(out)
@@ -130,21 +124,19 @@ def analyze(source: str, out: str, taus: str, patiences: str, windows: str, smoo
     timeline = analysis.op_timeline(events, space, n_archs)
     first = analysis.first_epoch_in_topk(membership, stay_k)
     n_epochs = len(traj["epochs"])
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    membership.to_csv(out_dir / "topk_membership.csv", index=False)
-    spearman.to_csv(out_dir / "rank_correlation.csv", index=False)
-    js.to_csv(out_dir / "consecutive_js.csv", index=False)
-    grid.to_csv(out_dir / "replay_grid.csv", index=False)
-    timeline.to_csv(out_dir / "op_timeline.csv", index=False)
     last_epoch = int(traj["epochs"][-1]["epoch"]) if traj["epochs"] else int(membership["epoch"].max())
-    figures = {
-        "consecutive_js.png": plots.consecutive_js_figure(js, tau=middle.tau),
-        "op_timeline.png": plots.op_timeline_figure(timeline, last_epoch),
-        "topk_membership.png": plots.topk_membership_figure(membership, stay_k),
+    tables = {
+        "topk_membership": membership,
+        "rank_correlation": spearman,
+        "consecutive_js": js,
+        "replay_grid": grid,
+        "op_timeline": timeline,
     }
-    for name, fig in figures.items():
-        fig.savefig(out_dir / name, dpi=120)
+    figures = {
+        "consecutive_js": plots.consecutive_js_figure(js, tau=middle.tau),
+        "op_timeline": plots.op_timeline_figure(timeline, last_epoch),
+        "topk_membership": plots.topk_membership_figure(membership, stay_k),
+    }
     summary = {
         "source": source,
         "epochs": n_epochs,
@@ -155,9 +147,37 @@ def analyze(source: str, out: str, taus: str, patiences: str, windows: str, smoo
         "timeline_events": "recorded" if traj.get("events") else f"replayed with tau={middle.tau:g}, patience={middle.patience}, window={middle.window}",
         "replay_grid": json.loads(grid.to_json(orient="records")),
     }
+    _write_outputs(out_dir, tables, figures, summary)
+    _echo_report(summary, membership, grid, first, stay_k, out_dir)
+
+
+def _replay_settings(
+    taus: str, patiences: str, windows: str, smoothing: float, keep_schedule: str
+) -> tuple[list[float], list[int], list[int], StabilityConfig]:
+    """The replay grid's values and the settings outside the grid, validated."""
+    tau_list = _numbers("tau", taus, float)
+    patience_list = _numbers("patience", patiences, int)
+    window_list = _numbers("window", windows, int)
+    schedule = tuple(_numbers("keep-schedule", keep_schedule, int))
+    if not 0 <= smoothing < 1:
+        raise click.BadParameter(f"must be in [0, 1), got {smoothing}", param_hint="--smoothing")
+    return tau_list, patience_list, window_list, StabilityConfig(smoothing=smoothing, keep_schedule=schedule)
+
+
+def _write_outputs(out_dir: Path, tables: dict[str, Any], figures: dict[str, Any], summary: dict[str, Any]) -> None:
+    """``<name>.csv`` per table, ``<name>.png`` per figure and ``summary.json`` in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        table.to_csv(out_dir / f"{name}.csv", index=False)
+    for name, fig in figures.items():
+        fig.savefig(out_dir / f"{name}.png", dpi=120)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
 
-    click.echo(f"trajectory: {source}  ({n_epochs} epochs, {len(traj['checks'])} checks)")
+
+def _echo_report(summary: dict[str, Any], membership, grid, first: int | None, stay_k: int, out_dir: Path) -> None:
+    """Prints the top-k table, the first epoch in the top-``stay_k`` and the replay grid."""
+    n_epochs = summary["epochs"]
+    click.echo(f"trajectory: {summary['source']}  ({n_epochs} epochs, {summary['checks']} checks)")
     click.echo(f"final genotype: {summary['final_genotype']}")
     click.echo("\nfinal operations in the current top-k (counts) and each final op's rank, per epoch:")
     click.echo(_ranks_table(membership))

@@ -166,6 +166,24 @@ def replay(
     )
 
 
+def _outcome(res: ReplayResult, total: int, reference: Genotype) -> dict[str, Any]:
+    """One replay's results as a :func:`replay_grid` row (its settings excluded)."""
+    run = res.stop_epoch + 1 if res.stopped else total
+    return {
+        "stopped": res.stopped,
+        "stop_check": res.stop_check,
+        "stop_epoch": res.stop_epoch,
+        "stop_arch_step": res.stop_arch_step,
+        "epochs_run": run,
+        "epochs_total": total,
+        "epoch_ratio": total / run if run else float("nan"),
+        "events": len(res.events),
+        "genotype_equal": res.genotype == reference,
+        "genotype": str(res.genotype),
+        "diverged_check": None,
+    }
+
+
 def replay_grid(
     trajectory: Mapping[str, Any],
     taus: Sequence[float],
@@ -208,23 +226,7 @@ def replay_grid(
         except ReplayDiverged as err:
             rows.append({**row, "stopped": False, "genotype_equal": False, "diverged_check": err.check})
             continue
-        run = res.stop_epoch + 1 if res.stopped else total
-        rows.append(
-            {
-                **row,
-                "stopped": res.stopped,
-                "stop_check": res.stop_check,
-                "stop_epoch": res.stop_epoch,
-                "stop_arch_step": res.stop_arch_step,
-                "epochs_run": run,
-                "epochs_total": total,
-                "epoch_ratio": total / run if run else float("nan"),
-                "events": len(res.events),
-                "genotype_equal": res.genotype == reference,
-                "genotype": str(res.genotype),
-                "diverged_check": None,
-            }
-        )
+        rows.append({**row, **_outcome(res, total, reference)})
     columns = ["tau", "patience", "window", "stopped", "stop_check", "stop_epoch", "stop_arch_step", "epochs_run",
                "epochs_total", "epoch_ratio", "events", "genotype_equal", "genotype", "diverged_check"]
     grid = pd.DataFrame(rows, columns=columns)
