@@ -33,7 +33,8 @@ from iac.data.prepare import prepare_dataset  # noqa: E402
 from iac.data.store import PreparedDataset  # noqa: E402
 from iac.eval.evaluate import evaluate_network  # noqa: E402
 from iac.models import BACKBONES, create_backbone  # noqa: E402
-from iac.train.loop import make_loader, make_optimizer, run_epoch  # noqa: E402
+from iac.train.loader import make_loader  # noqa: E402
+from iac.train.steps import make_optimizer, run_epoch  # noqa: E402
 from iac.train.losses import make_loss  # noqa: E402
 
 

@@ -68,13 +68,14 @@ def run_search_step(
     from iac.data.store import PreparedDataset
     from iac.models import registry_backbone_name
     from iac.nas.pruning import JSStabilityPruning, NoPruning
-    from iac.nas.search import make_space, run_search
+    from iac.nas.genotype import SearchSpace
+    from iac.nas.search import run_search
     from iac.nas.stability import full_speed_js
 
     one_of("method", method, METHODS)
     data = PreparedDataset(cfg.data)
     stability = stability or StabilityConfig()
-    space = make_space(cfg)
+    space = SearchSpace.from_config(cfg)
     policy = NoPruning() if method == "full" else JSStabilityPruning(space, stability)
     tags = {
         "dataset": data.name,
@@ -266,10 +267,10 @@ def run_random_cell(cfg: SearchConfig, extra_tags: dict[str, str] | None = None)
     from iac.data.store import PreparedDataset
     from iac.models import registry_backbone_name
     from iac.nas.genotype import random_genotype
-    from iac.nas.search import make_space
+    from iac.nas.genotype import SearchSpace
 
     data = PreparedDataset(cfg.data)
-    space = make_space(cfg)
+    space = SearchSpace.from_config(cfg)
     if cfg.pretrained:
         _, ucfg, _ = registry.load_unet(cfg.pretrained)
         net_cfg = ucfg["network"]

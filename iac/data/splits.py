@@ -57,6 +57,26 @@ def split_patients(
     }
 
 
+
+def split_search_halves(patients: Iterable[str], seed: int) -> tuple[list[str], list[str]]:
+    """Split the training patients into the search's weight half and architecture half.
+
+    The bilevel search steps the cell weights on one half and the
+    architecture weights on the other (DARTS' train/valid halves); the halves
+    are disjoint by patient, seeded, and each sorted.
+
+    Raises:
+        ValueError: fewer than 2 patients.
+    """
+    order = sorted(patients)
+    if len(order) < 2:
+        raise ValueError(
+            f"the search needs at least 2 training patients to split into weight/architecture halves, got {len(order)}"
+        )
+    np.random.default_rng(seed).shuffle(order)
+    half = len(order) // 2
+    return sorted(order[:half]), sorted(order[half:])
+
 def check_splits(splits: dict[str, list[str]], patients: Iterable[str], origin: str) -> dict[str, list[str]]:
     """Validate a split against the dataset's patients.
 

@@ -13,6 +13,9 @@ def predict_volume(
     device: torch.device | str = "cpu",
     batch_size: int = 32,
     return_probs: bool = False,
+    *,
+    amp: bool = False,
+    channels_last: bool = False,
 ) -> np.ndarray:
     """Predict a label map for every slice of a preprocessed volume.
 
@@ -22,28 +25,34 @@ def predict_volume(
         device: where to run the network.
         batch_size: slices per forward pass.
         return_probs: return softmax probabilities (K, Z, H, W) instead of labels.
+        amp: mixed precision (CUDA only).
+        channels_last: channels-last inputs (CUDA only).
 
     Returns:
         Label map (Z, H, W) uint8, or probabilities (K, Z, H, W) float32.
     """
     if image.ndim != 4:
         raise ValueError(f"expected a (C, Z, H, W) volume, got shape {tuple(image.shape)}")
+    from iac.train.device import autocast, to_channels_last
+
     was_training = model.training
     model.eval()
     device = torch.device(device)
     outs = []
     n_slices = image.shape[1]
-    for start in range(0, n_slices, batch_size):
-        # (C, b, H, W) -> (b, C, H, W)
-        # Copy out of the (read-only, memory-mapped) store: (C, b, H, W) -> (b, C, H, W).
-        chunk = np.array(np.moveaxis(image[:, start : start + batch_size], 1, 0), dtype=np.float32)
-        x = torch.from_numpy(chunk).to(device)
-        logits = model(x)  # (b, K, H, W)
-        if return_probs:
-            outs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
-        else:
-            outs.append(logits.argmax(dim=1).to(torch.uint8).cpu().numpy())
-    model.train(was_training)
+    try:
+        for start in range(0, n_slices, batch_size):
+            # Copy out of the (read-only, memory-mapped) store: (C, b, H, W) -> (b, C, H, W).
+            chunk = np.array(np.moveaxis(image[:, start : start + batch_size], 1, 0), dtype=np.float32)
+            x = to_channels_last(torch.from_numpy(chunk).to(device), device, channels_last)
+            with autocast(device, amp):
+                logits = model(x)  # (b, K, H, W)
+            if return_probs:
+                outs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+            else:
+                outs.append(logits.argmax(dim=1).to(torch.uint8).cpu().numpy())
+    finally:
+        model.train(was_training)
     if return_probs:
         return np.moveaxis(np.concatenate(outs, axis=0), 1, 0)  # (K, Z, H, W)
     return np.concatenate(outs, axis=0)  # (Z, H, W)

@@ -151,6 +151,32 @@ def structure_scores(
     return {"dice": dice, "hd95": hd95, "ref_empty": ref_empty, "pred_empty": pred_empty}
 
 
+def foreground_dice(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> float:
+    """Mean Dice over the foreground classes of one volume (no HD95; for validation).
+
+    Scored as :func:`structure_scores` scores Dice under ``"dice1_hd0"``
+    (MONAI ``compute_dice`` with ``ignore_empty=False``): a class empty in
+    both scores 1, empty in exactly one scores 0.
+
+    Args:
+        pred: predicted label map, integer ``(Z, H, W)``.
+        ref: reference label map, same shape.
+        num_classes: classes including the background (label 0).
+    """
+    import torch
+    from monai.metrics import compute_dice
+
+    pred_t = torch.as_tensor(np.asarray(pred).astype(np.int64))
+    ref_t = torch.as_tensor(np.asarray(ref).astype(np.int64))
+    if pred_t.shape != ref_t.shape:
+        raise ValueError(f"pred shape {tuple(pred_t.shape)} differs from ref shape {tuple(ref_t.shape)}")
+    # (1, K, Z, H, W) boolean one-hot: one byte per voxel and class.
+    p = torch.stack([pred_t == k for k in range(num_classes)])[None]
+    y = torch.stack([ref_t == k for k in range(num_classes)])[None]
+    dice = compute_dice(p, y, include_background=False, ignore_empty=False)  # (1, K-1)
+    return float(dice.mean())
+
+
 def case_metrics(
     pred: np.ndarray,
     ref: np.ndarray,

@@ -2,7 +2,8 @@
 
 PC-DARTS first-order bilevel optimisation on a frozen, pre-trained U-Net with
 cells implanted in its skips: cell weights step on one half of the training
-patients, architecture weights (alpha, beta) on the other half. The two
+patients (:func:`iac.train.steps.train_step`), architecture weights (alpha,
+beta) on the other half (:class:`iac.nas.architect.Architect`). The two
 searches differ only in the policy handed in:
 
 - :class:`iac.nas.pruning.NoPruning` (``search_full``): never prunes;
@@ -18,29 +19,32 @@ and tracking happens once per epoch.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import math
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
-import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from iac.config import SearchConfig, StabilityConfig, to_dict
+from iac.nas.architect import Architect
 from iac.nas.genotype import Genotype, SearchSpace
 from iac.nas.supernet import SearchNetwork
 from iac.tracking import Tracker
+from iac.train.device import make_grad_scaler, resolve_device
+from iac.train.loader import PairedLoader, move_batch
+from iac.train.steps import LossLog, make_scheduler, train_step
 
 log = logging.getLogger(__name__)
 
 TRAJECTORY_SCHEMA = 1
-
-
-class SearchDivergedError(RuntimeError):
-    """A search loss became NaN or infinite."""
+_CHECKPOINT_KIND = "iac.nas.SearchState"
+_CHECKPOINT_VERSION = 2
+_DIVERGED_HINT = "lower the learning rates (w_lr / arch_lr)"
 
 
 @dataclass
@@ -54,30 +58,6 @@ class SearchResult:
     trajectory: dict[str, Any]
     pruning_log: list[dict[str, Any]]
     epoch_seconds: list[float] = field(default_factory=list)
-
-
-def make_space(cfg: SearchConfig) -> SearchSpace:
-    """The search space a config describes."""
-    return SearchSpace(
-        ops=tuple(cfg.ops),
-        nodes=cfg.nodes,
-        n_inputs=2 if cfg.cell_inputs == "skip+up" else 1,
-        steps_per_node=cfg.steps_per_node,
-        k=cfg.k,
-        cell_channels=cfg.cell_channels,
-        per_level=cfg.per_level,
-    )
-
-
-def split_patients(patients: list[str], seed: int) -> tuple[list[str], list[str]]:
-    """Split training patients into a weight half and an architecture half (seeded, disjoint)."""
-    if len(patients) < 2:
-        raise ValueError(f"the search needs at least 2 training patients to split into weight/architecture halves, got {len(patients)}")
-    order = sorted(patients)
-    rng = np.random.default_rng(seed)
-    rng.shuffle(order)
-    half = len(order) // 2
-    return sorted(order[:half]), sorted(order[half:])
 
 
 def effective_warmup(cfg: SearchConfig) -> int:
@@ -96,79 +76,174 @@ def check_record(supernet: SearchNetwork, check: int, epoch: int, arch_step: int
     """The JSON record of every edge's surviving operations and weights right now."""
     archs = []
     for a in range(supernet.n_archs):
-        edges = []
-        for e in supernet.edge_states(a):
-            edges.append(
-                {
-                    "edge": f"{e.src}->{e.dst}",
-                    "ops": list(e.ops),
-                    "alpha": [float(x) for x in e.alpha],
-                    "beta": float(e.beta),
-                    "alive": bool(e.alive),
-                }
-            )
+        edges = [
+            {"edge": f"{e.src}->{e.dst}", "ops": list(e.ops), "alpha": [float(x) for x in e.alpha],
+             "beta": float(e.beta), "alive": bool(e.alive)}
+            for e in supernet.edge_states(a)
+        ]
         archs.append({"edges": edges})
     return {"check": check, "epoch": epoch, "arch_step": arch_step, "archs": archs}
 
 
-class _Loaders:
-    """Seeded loaders over the weight and architecture halves, re-created per epoch."""
+class SearchState:
+    """Everything a search carries from one epoch to the next, and its checkpoint.
 
-    def __init__(self, w_ds, a_ds, batch_size: int, seed: int, max_slices: int | None) -> None:
-        self.w_ds, self.a_ds = w_ds, a_ds
-        self.batch_size = batch_size
-        self.max_slices = max_slices
-        self.gen_w = torch.Generator().manual_seed(seed)
-        self.gen_a = torch.Generator().manual_seed(seed + 1)
+    Built from the settings, the baseline U-Net and the data; the networks,
+    optimisers, schedule, loaders' generators, policy and trajectory are
+    restored together by :meth:`load_state_dict`, so a resumed search on CPU
+    equals an uninterrupted one.
 
-    def _loader(self, ds, gen):
-        from torch.utils.data import DataLoader, RandomSampler
+    Args:
+        cfg: Search settings.
+        unet: The pre-trained baseline U-Net (wrapped, not copied).
+        data: A :class:`iac.data.store.PreparedDataset`.
+        policy: ``NoPruning`` or ``JSStabilityPruning``.
+        check_every: Architecture steps between two checks.
+    """
 
-        n = len(ds) if self.max_slices is None else min(len(ds), self.max_slices)
-        sampler = RandomSampler(ds, replacement=False, num_samples=n, generator=gen)
-        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, drop_last=False, num_workers=0)
+    def __init__(self, cfg: SearchConfig, unet: torch.nn.Module, data: Any, policy: Any, check_every: int) -> None:
+        from iac.data.dataset import SliceDataset
+        from iac.data.splits import split_search_halves
+        from iac.train.losses import make_loss
 
-    def epoch(self):
-        """Yield (weight batch, architecture batch) pairs for one epoch."""
-        a_iter = iter(self._loader(self.a_ds, self.gen_a))
-        for wb in self._loader(self.w_ds, self.gen_w):
-            try:
-                ab = next(a_iter)
-            except StopIteration:
-                a_iter = iter(self._loader(self.a_ds, self.gen_a))
-                ab = next(a_iter)
-            yield wb, ab
+        self.cfg, self.data, self.policy, self.check_every = cfg, data, policy, int(check_every)
+        self.device = resolve_device(cfg.device)
+        self.amp = bool(cfg.amp and self.device.type == "cuda")
+        space = SearchSpace.from_config(cfg)
+        w_patients, a_patients = split_search_halves(data.patients("train"), cfg.seed)
+        self.loaders = PairedLoader(SliceDataset(data, "train", patients=w_patients),
+                                    SliceDataset(data, "train", patients=a_patients),
+                                    cfg.batch_size, cfg.seed, cfg.max_slices_per_epoch)
+        self.supernet = SearchNetwork(unet, space, freeze_backbone=cfg.freeze_backbone).to(self.device)
+        self.loss_fn = make_loss()
+        self.w_opt = torch.optim.AdamW(list(self.supernet.weight_parameters()), lr=cfg.w_lr,
+                                       weight_decay=cfg.w_weight_decay)
+        # Cosine decay of the cell-weight learning rate per step over the whole epoch budget.
+        self.schedule = make_scheduler(self.w_opt, "cosine", cfg.epochs * len(self.loaders))
+        self.scaler = make_grad_scaler(self.device, self.amp)
+        self.architect = Architect.from_config(self.supernet, self.loss_fn, cfg, amp=self.amp)
+        self.warmup = effective_warmup(cfg)
+        self.epoch, self.arch_step, self.n_checks, self.cum_seconds = 0, 0, 0, 0.0
+        self.trajectory: dict[str, Any] = {
+            "schema": TRAJECTORY_SCHEMA,
+            "space": space.to_dict(),
+            "settings": to_dict(cfg),
+            "check_every": self.check_every,
+            "warmup_epochs": self.warmup,
+            "split": {"weight": w_patients, "arch": a_patients},
+            "checks": [],
+            "epochs": [],
+            "events": [],
+        }
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"gen_w": self.gen_w.get_state(), "gen_a": self.gen_a.get_state()}
+    @property
+    def all_decided(self) -> bool:
+        """The policy has decided every edge (LTH's stop rule; never for the full search)."""
+        return bool(getattr(self.policy, "all_decided", False))
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.gen_w.set_state(state["gen_w"])
-        self.gen_a.set_state(state["gen_a"])
+    def state_dict(self) -> dict[str, Any]:
+        """The checkpoint: plain containers and tensors only."""
+        from iac.train.checkpoint import capture_rng_state
 
-    def __len__(self) -> int:
-        n = len(self.w_ds) if self.max_slices is None else min(len(self.w_ds), self.max_slices)
-        return math.ceil(n / self.batch_size)
+        return {
+            "kind": _CHECKPOINT_KIND, "version": _CHECKPOINT_VERSION,
+            "model": self.supernet.state_dict(), "masks": self.supernet.masks(),
+            "w_opt": self.w_opt.state_dict(), "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(), "architect": self.architect.state_dict(),
+            "policy": self.policy.state_dict(), "loaders": self.loaders.state_dict(), "rng": capture_rng_state(),
+            "trajectory": self.trajectory, "epoch": self.epoch, "arch_step": self.arch_step,
+            "n_checks": self.n_checks, "cum_seconds": self.cum_seconds,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from a :meth:`state_dict` (pruning masks are re-applied first)."""
+        from iac.train.checkpoint import CheckpointError, restore_rng_state
+
+        if state.get("kind") != _CHECKPOINT_KIND or state.get("version") != _CHECKPOINT_VERSION:
+            raise CheckpointError(
+                f"not a search checkpoint of version {_CHECKPOINT_VERSION} "
+                f"(kind={state.get('kind')!r}, version={state.get('version')!r})"
+            )
+        self.supernet.apply_masks(state["masks"])
+        self.supernet.load_state_dict(state["model"])
+        # Pruning replaced parameters: rebuild the optimisers over the survivors, then load.
+        self.w_opt = torch.optim.AdamW(list(self.supernet.weight_parameters()), lr=self.cfg.w_lr,
+                                       weight_decay=self.cfg.w_weight_decay)
+        self.w_opt.load_state_dict(state["w_opt"])
+        self.schedule = make_scheduler(self.w_opt, "cosine", self.cfg.epochs * len(self.loaders))
+        self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.architect = Architect.from_config(self.supernet, self.loss_fn, self.cfg, amp=self.amp)
+        self.architect.load_state_dict(state["architect"])
+        self.policy.load_state_dict(state["policy"])
+        self.loaders.load_state_dict(state["loaders"])
+        restore_rng_state(state["rng"])
+        self.trajectory = state["trajectory"]
+        self.epoch, self.arch_step = int(state["epoch"]), int(state["arch_step"])
+        self.n_checks, self.cum_seconds = int(state["n_checks"]), float(state["cum_seconds"])
+
+    def save(self, path: Path) -> None:
+        """Write :meth:`state_dict` atomically."""
+        from iac.train.checkpoint import save_checkpoint
+
+        save_checkpoint(path, self.state_dict())
 
 
-def _optimizers(supernet: SearchNetwork, cfg: SearchConfig):
-    w_opt = torch.optim.AdamW(list(supernet.weight_parameters()), lr=cfg.w_lr, weight_decay=cfg.w_weight_decay)
-    a_opt = torch.optim.Adam(
-        list(supernet.arch_parameters()), lr=cfg.arch_lr, betas=tuple(cfg.arch_betas), weight_decay=cfg.arch_weight_decay
-    )
-    return w_opt, a_opt
+def check_and_prune(state: SearchState, epoch: int) -> None:
+    """Record a check, let the policy decide, and apply its pruning events."""
+    from iac.nas.pruning import apply_events
+
+    state.n_checks += 1
+    record = check_record(state.supernet, state.n_checks, epoch, state.arch_step)
+    events = state.policy.observe(record)
+    record["status"] = _status_of(state.policy)
+    state.trajectory["checks"].append(record)
+    if events:
+        apply_events(state.supernet, events, state.w_opt, state.architect.optimizer)
+        state.trajectory["events"].extend(_event_dict(ev) for ev in events)
 
 
-def _lr_at(cfg: SearchConfig, epoch: int) -> float:
-    """Cosine decay of the cell-weight learning rate over the full epoch budget."""
-    return 0.5 * cfg.w_lr * (1.0 + math.cos(math.pi * epoch / max(1, cfg.epochs)))
+def search_epoch(state: SearchState, epoch: int, progress: bool = True) -> tuple[LossLog, LossLog]:
+    """One epoch of the bilevel search: a weight step, then an architecture step, per batch pair.
+
+    Architecture steps start after the warm-up; every ``check_every`` of them
+    a check is recorded and the policy may prune.
+
+    Returns:
+        The weight and architecture losses of the epoch.
+    """
+    cfg, supernet, device = state.cfg, state.supernet, state.device
+    w_log = LossLog(epoch + 1, what="weight loss", hint=_DIVERGED_HINT)
+    a_log = LossLog(epoch + 1, what="architecture loss", hint=_DIVERGED_HINT)
+    arch_on = epoch >= state.warmup
+    supernet.train()
+    # The derived genotype changes only with architecture steps: refreshed at checks.
+    geno = str(supernet.genotype())[:48]
+    bar = tqdm(state.loaders, total=len(state.loaders), desc=f"search {epoch + 1}/{cfg.epochs}", leave=False,
+               disable=not progress)
+    for w_batch, a_batch in bar:
+        x, y = move_batch(w_batch, device)  # (B, C, H, W), (B, 1, H, W)
+        w_log.add(train_step(supernet, x, y, state.loss_fn, state.w_opt, state.scaler, device=device,
+                             amp=state.amp), x.shape[0])
+        state.schedule.step()
+        if arch_on:
+            xa, ya = move_batch(a_batch, device)
+            a_log.add(state.architect.step(xa, ya), xa.shape[0])
+            state.arch_step += 1
+            if state.arch_step % state.check_every == 0:
+                w_log.flush(), a_log.flush()  # no decision rests on a diverged state
+                check_and_prune(state, epoch)
+                geno = str(supernet.genotype())[:48]
+        bar.set_postfix(geno=geno)
+    w_log.flush(), a_log.flush()
+    return w_log, a_log
 
 
 def run_search(
     cfg: SearchConfig,
     unet: torch.nn.Module,
-    data,
-    policy,
+    data: Any,
+    policy: Any,
     tracker: Tracker | None = None,
     stability: StabilityConfig | None = None,
     checkpoint_path: Path | None = None,
@@ -197,161 +272,46 @@ def run_search(
     Returns:
         The derived genotype, the trajectory and timings.
     """
-    from tqdm.auto import tqdm
-
-    from iac.data.dataset import SliceDataset
-    from iac.nas.pruning import apply_events
-    from iac.train.checkpoint import load_checkpoint, restore_rng_state
-    from iac.train.device import resolve_device, seed_everything
-    from iac.train.loop import validate_patient_dice
-    from iac.train.losses import make_loss
+    from iac.eval.validate import validate_patient_dice
+    from iac.train.checkpoint import load_checkpoint
+    from iac.train.device import seed_everything
 
     tracker = tracker or Tracker()
-    stability = stability or StabilityConfig()
-    device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    space = make_space(cfg)
-    warmup = effective_warmup(cfg)
-
-    w_patients, a_patients = split_patients(data.patients("train"), cfg.seed)
-    loaders = _Loaders(
-        SliceDataset(data, "train", patients=w_patients),
-        SliceDataset(data, "train", patients=a_patients),
-        cfg.batch_size,
-        cfg.seed,
-        cfg.max_slices_per_epoch,
-    )
-    supernet = SearchNetwork(unet, space, freeze_backbone=cfg.freeze_backbone).to(device)
-    loss_fn = make_loss()
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-
-    trajectory: dict[str, Any] = {
-        "schema": TRAJECTORY_SCHEMA,
-        "space": space.to_dict() if hasattr(space, "to_dict") else to_dict(space),
-        "settings": to_dict(cfg),
-        "check_every": stability.check_every,
-        "warmup_epochs": warmup,
-        "split": {"weight": w_patients, "arch": a_patients},
-        "checks": [],
-        "epochs": [],
-        "events": [],
-    }
-    start_epoch, arch_step, n_checks, cum_seconds = 0, 0, 0, 0.0
-
+    state = SearchState(cfg, unet, data, policy, (stability or StabilityConfig()).check_every)
     if resume_from is not None:
-        state = load_checkpoint(resume_from)
-        supernet.apply_masks(state["masks"])
-        supernet.load_state_dict(state["model"])
-        w_opt, a_opt = _optimizers(supernet, cfg)
-        w_opt.load_state_dict(state["w_opt"])
-        a_opt.load_state_dict(state["a_opt"])
-        policy.load_state_dict(state["policy"])
-        loaders.load_state_dict(state["loaders"])
-        restore_rng_state(state["rng"])
-        trajectory = state["trajectory"]
-        start_epoch, arch_step, n_checks = int(state["epoch"]) + 1, int(state["arch_step"]), int(state["n_checks"])
-        cum_seconds = float(state["cum_seconds"])
-        log.info("resumed search at epoch %d (arch step %d)", start_epoch, arch_step)
-    else:
-        w_opt, a_opt = _optimizers(supernet, cfg)
-
-    stopped_early = bool(trajectory["epochs"] and trajectory["epochs"][-1].get("all_decided"))
-    last_epoch = start_epoch - 1
-    for epoch in range(start_epoch, cfg.epochs):
-        if stopped_early:
-            break
-        if stop_after_epochs is not None and epoch >= stop_after_epochs:
-            break
+        state.load_state_dict(load_checkpoint(resume_from))
+        log.info("resumed search at epoch %d (arch step %d)", state.epoch, state.arch_step)
+    last = min(cfg.epochs, stop_after_epochs if stop_after_epochs is not None else cfg.epochs)
+    while state.epoch < last and not (state.trajectory["epochs"] and state.all_decided):
         t0 = time.perf_counter()
-        for g in w_opt.param_groups:
-            g["lr"] = _lr_at(cfg, epoch)
-        supernet.train()
-        arch_on = epoch >= warmup
-        w_losses, a_losses = [], []
-        # The derived genotype changes only with architecture steps; it is
-        # refreshed at each check, not re-derived every batch.
-        geno_str = str(supernet.genotype())[:48]
-        bar = tqdm(loaders.epoch(), total=len(loaders), desc=f"search {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
-        for wb, ab in bar:
-            # Weight step on the weight half: (B, C, H, W) images, (B, 1, H, W) labels.
-            x, y = wb["image"].to(device), wb["label"].to(device)
-            w_opt.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, enabled=use_amp):
-                loss = loss_fn(supernet(x), y)
-            _check_finite(loss, epoch, "weight")
-            scaler.scale(loss).backward()
-            scaler.step(w_opt)
-            scaler.update()
-            w_losses.append(float(loss.detach()))
-            if not arch_on:
-                continue
-            # First-order architecture step on the architecture half.
-            xa, ya = ab["image"].to(device), ab["label"].to(device)
-            a_opt.zero_grad(set_to_none=True)
-            w_opt.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, enabled=use_amp):
-                a_loss = loss_fn(supernet(xa), ya)
-            _check_finite(a_loss, epoch, "architecture")
-            a_loss.backward()
-            a_opt.step()
-            a_losses.append(float(a_loss.detach()))
-            arch_step += 1
-            if arch_step % stability.check_every == 0:
-                n_checks += 1
-                record = check_record(supernet, n_checks, epoch, arch_step)
-                events = policy.observe(record)
-                record["status"] = _status_of(policy)
-                trajectory["checks"].append(record)
-                if events:
-                    apply_events(supernet, events, w_opt, a_opt)
-                    trajectory["events"].extend(_event_dict(ev) for ev in events)
-                geno_str = str(supernet.genotype())[:48]
-            bar.set_postfix(loss=f"{w_losses[-1]:.3f}", geno=geno_str)
-
-        val_dice, _ = validate_patient_dice(supernet, data, "val", device, cfg.batch_size)
-        all_decided = bool(getattr(policy, "all_decided", False))
-        rec = _epoch_record(supernet, epoch, arch_step, w_losses, a_losses, val_dice, all_decided)
-        trajectory["epochs"].append(rec)
+        w_log, a_log = search_epoch(state, state.epoch, progress)
+        val_dice, _ = validate_patient_dice(state.supernet, data, "val", state.device, cfg.batch_size)
+        rec = _epoch_record(state.supernet, state.epoch, state.arch_step, w_log, a_log, val_dice, state.all_decided)
+        rec["epoch_seconds"] = time.perf_counter() - t0
+        state.cum_seconds += rec["epoch_seconds"]
+        rec["cum_seconds"] = state.cum_seconds
+        state.trajectory["epochs"].append(rec)
+        state.epoch += 1
         if checkpoint_path is not None:
-            rec["epoch_seconds"] = time.perf_counter() - t0  # provisional, rewritten below
-            _save(checkpoint_path, supernet, w_opt, a_opt, policy, loaders, trajectory, epoch, arch_step, n_checks, cum_seconds + rec["epoch_seconds"])
-        epoch_seconds = time.perf_counter() - t0
-        cum_seconds += epoch_seconds
-        rec["epoch_seconds"] = epoch_seconds
-        rec["cum_seconds"] = cum_seconds
-        tracker.log_metrics(_epoch_metrics(rec, trajectory), step=epoch)
+            state.save(checkpoint_path)
+        tracker.log_metrics(_epoch_metrics(rec, state.trajectory), step=rec["epoch"])
         if on_epoch:
             on_epoch(rec)
         if progress:
-            tqdm.write(
-                f"epoch {epoch + 1}/{cfg.epochs}  loss {rec['train_loss']:.4f}  val Dice {val_dice:.4f}  "
-                f"{epoch_seconds:.1f}s  ops {rec['surviving_ops']}  {rec['genotype_str']}"
-            )
-        last_epoch = epoch
-        stopped_early = all_decided
-
-    # Resave the final checkpoint so it holds the final timings.
-    if checkpoint_path is not None and last_epoch >= start_epoch:
-        _save(checkpoint_path, supernet, w_opt, a_opt, policy, loaders, trajectory, last_epoch, arch_step, n_checks, cum_seconds)
-    genotype = supernet.genotype()
-    trajectory["final_genotype"] = genotype.to_dict() if hasattr(genotype, "to_dict") else str(genotype)
+            tqdm.write(f"epoch {state.epoch}/{cfg.epochs}  loss {rec['train_loss']:.4f}  val Dice {val_dice:.4f}  "
+                       f"{rec['epoch_seconds']:.1f}s  ops {rec['surviving_ops']}  {rec['genotype_str']}")
+    genotype = state.supernet.genotype()
+    state.trajectory["final_genotype"] = genotype.to_dict()
     return SearchResult(
         genotype=genotype,
-        epochs_run=len(trajectory["epochs"]),
-        search_seconds=cum_seconds,
-        stopped_early=stopped_early,
-        trajectory=trajectory,
-        pruning_log=list(trajectory["events"]),
-        epoch_seconds=[e["epoch_seconds"] for e in trajectory["epochs"]],
+        epochs_run=len(state.trajectory["epochs"]),
+        search_seconds=state.cum_seconds,
+        stopped_early=bool(state.trajectory["epochs"] and state.all_decided),
+        trajectory=state.trajectory,
+        pruning_log=list(state.trajectory["events"]),
+        epoch_seconds=[e["epoch_seconds"] for e in state.trajectory["epochs"]],
     )
-
-
-def _check_finite(loss: torch.Tensor, epoch: int, which: str) -> None:
-    if not torch.isfinite(loss):
-        raise SearchDivergedError(
-            f"{which} loss became {float(loss)} in epoch {epoch + 1}; lower the learning rates (w_lr / arch_lr)"
-        )
 
 
 def _status_of(policy) -> Any:
@@ -365,22 +325,18 @@ def _status_of(policy) -> Any:
 
 
 def _event_dict(ev) -> dict[str, Any]:
-    if hasattr(ev, "to_dict"):
-        return ev.to_dict()
-    import dataclasses
-
-    return dataclasses.asdict(ev)
+    return ev.to_dict() if hasattr(ev, "to_dict") else dataclasses.asdict(ev)
 
 
-def _epoch_record(supernet, epoch, arch_step, w_losses, a_losses, val_dice, all_decided) -> dict[str, Any]:
+def _epoch_record(supernet, epoch, arch_step, w_log: LossLog, a_log: LossLog, val_dice, all_decided) -> dict[str, Any]:
     genotype = supernet.genotype()
     archs = check_record(supernet, -1, epoch, arch_step)["archs"]
     surviving = sum(len(e["ops"]) for a in archs for e in a["edges"] if e["alive"])
     return {
         "epoch": epoch,
         "arch_steps": arch_step,
-        "train_loss": float(np.mean(w_losses)) if w_losses else float("nan"),
-        "arch_loss": float(np.mean(a_losses)) if a_losses else None,
+        "train_loss": w_log.mean,
+        "arch_loss": a_log.mean if a_log.steps else None,
         "val_dice": float(val_dice),
         "archs": archs,
         "surviving_ops": surviving,
@@ -416,25 +372,3 @@ def _epoch_metrics(rec: dict[str, Any], trajectory: dict[str, Any]) -> dict[str,
             if js is not None:
                 m[f"js/{key}".replace("->", "_")] = js
     return m
-
-
-def _save(path, supernet, w_opt, a_opt, policy, loaders, trajectory, epoch, arch_step, n_checks, cum_seconds) -> None:
-    from iac.train.checkpoint import capture_rng_state, save_checkpoint
-
-    save_checkpoint(
-        path,
-        {
-            "model": supernet.state_dict(),
-            "masks": supernet.masks(),
-            "w_opt": w_opt.state_dict(),
-            "a_opt": a_opt.state_dict(),
-            "policy": policy.state_dict(),
-            "loaders": loaders.state_dict(),
-            "rng": capture_rng_state(),
-            "trajectory": trajectory,
-            "epoch": epoch,
-            "arch_step": arch_step,
-            "n_checks": n_checks,
-            "cum_seconds": cum_seconds,
-        },
-    )

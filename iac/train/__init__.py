@@ -1,4 +1,4 @@
-"""Supervised training: loss, augmentation, devices, checkpoints and the loop.
+"""The training engine: loaders, steps, schedule, the epoch loop, losses, checkpoints.
 
 The public names are re-exported here; see the submodules for details.
 """
@@ -18,25 +18,18 @@ from iac.train.device import (
     seed_everything,
     to_channels_last,
 )
+from iac.train.loader import PairedLoader, make_loader
 from iac.train.losses import make_loss
-from iac.train.loop import (
-    EpochStats,
-    FitResult,
-    Trainer,
-    TrainingDivergedError,
-    fit,
-    make_loader,
-    make_validator,
-    run_epoch,
-    train_step,
-    validate_patient_dice,
-)
+from iac.train.steps import EpochStats, LossLog, TrainingDivergedError, run_epoch, train_step
+from iac.train.trainer import FitResult, Trainer, fit
 
 __all__ = [
     "AugmentSettings",
     "CheckpointError",
     "EpochStats",
     "FitResult",
+    "LossLog",
+    "PairedLoader",
     "SliceAugment",
     "Trainer",
     "TrainingDivergedError",
@@ -48,7 +41,6 @@ __all__ = [
     "make_grad_scaler",
     "make_loader",
     "make_loss",
-    "make_validator",
     "reseed_augment",
     "resolve_device",
     "restore_rng_state",
@@ -57,5 +49,4 @@ __all__ = [
     "seed_everything",
     "to_channels_last",
     "train_step",
-    "validate_patient_dice",
 ]

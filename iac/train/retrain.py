@@ -123,7 +123,8 @@ def train_network(
     """Train ``net`` on the train split with validation-based model selection."""
     from iac.data.dataset import SliceDataset
     from iac.train.augment import make_augment
-    from iac.train.loop import Trainer, make_validator
+    from iac.eval.validate import make_validator
+    from iac.train.trainer import Trainer
 
     train_ds = SliceDataset(data, "train", augment=make_augment(cfg.augment, cfg.seed))
     validate = make_validator(data, "val", batch_size=cfg.batch_size)

@@ -38,9 +38,9 @@ def _unet(data):
 
 def _policy(kind: str, cfg: SearchConfig):
     from iac.nas.pruning import JSStabilityPruning, NoPruning
-    from iac.nas.search import make_space
+    from iac.nas.genotype import SearchSpace
 
-    return NoPruning() if kind == "full" else JSStabilityPruning(make_space(cfg), LTH)
+    return NoPruning() if kind == "full" else JSStabilityPruning(SearchSpace.from_config(cfg), LTH)
 
 
 def _search(data, kind: str, ckpt: Path, epochs: int | None = None, **kw):
@@ -103,9 +103,9 @@ def test_short_run_clamps_warmup_with_a_warning(data):
 
 
 def test_weight_and_architecture_halves_are_disjoint_patients(data):
-    from iac.nas.search import split_patients
+    from iac.data.splits import split_search_halves
 
-    w, a = split_patients(data.patients("train"), seed=0)
+    w, a = split_search_halves(data.patients("train"), seed=0)
     assert w and a and not set(w) & set(a)
     assert sorted(w + a) == sorted(data.patients("train"))
-    assert split_patients(data.patients("train"), seed=0) == (w, a)
+    assert split_search_halves(data.patients("train"), seed=0) == (w, a)

@@ -16,7 +16,8 @@ from iac.data.store import PreparedDataset  # noqa: E402
 from iac.models import create_backbone  # noqa: E402
 from iac.tracking import MemoryTracker  # noqa: E402
 from iac.train.augment import make_augment  # noqa: E402
-from iac.train.loop import Trainer, make_validator, validate_patient_dice  # noqa: E402
+from iac.eval.validate import make_validator, validate_patient_dice  # noqa: E402
+from iac.train.trainer import Trainer  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,9 @@ from iac.config import TrainConfig
 from iac.tracking import MemoryTracker
 from iac.train.augment import make_augment
 from iac.train.checkpoint import load_checkpoint
-from iac.train.loop import (
-    Trainer,
-    TrainingDivergedError,
-    fit,
-    make_validator,
-    validate_patient_dice,
-)
+from iac.eval.validate import make_validator, validate_patient_dice
+from iac.train.steps import TrainingDivergedError
+from iac.train.trainer import Trainer, fit
 
 
 def _val_set(n: int = 6) -> FakePrepared:
