@@ -1,18 +1,23 @@
 """Settings of every pipeline step, in one place.
 
 Each step's settings are a frozen dataclass whose defaults are documented next
-to the field. Entry points parse their command line once, build one of these
-and hand it to the core code; nothing below the entry points reads the
-command line or the environment. Settings the paper does not pin down are
+to the field, and which validates itself on construction: a bad value raises
+:class:`ConfigError` naming the field, what would be valid and, for names,
+the closest valid one. Entry points only parse their command line, build one
+of these and hand it to the core code (they turn a :class:`ConfigError` into
+a usage error for the matching option); nothing below the entry points reads
+the command line or the environment. Settings the paper does not pin down are
 listed with their reasons in ``docs/deviations.md``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 # Datasets ``prepare`` knows how to read (``phantom`` is generated).
 DATASETS = ("phantom", "acdc", "brats", "kits", "amos", "nnunet")
@@ -30,6 +35,61 @@ DARTS_OPS = (
     "dil_conv_3x3",
     "dil_conv_5x5",
 )
+
+
+# Budget presets of ``main`` (see BUDGETS at the end of the file).
+BUDGET_NAMES = ("smoke", "quick", "paper")
+CELL_INPUTS = ("skip+up", "skip")
+LR_SCHEDULES = ("cosine", "constant")
+SPLIT_NAMES = ("train", "val", "test")
+EMPTY_POLICIES = ("dice1_hd0", "nan")
+AMOS_MODALITIES = ("ct", "mri", "all")
+KITS_VERSIONS = ("auto", "19", "23")
+ZERO_METHODS = ("zsplit", "wilcox", "pratt")
+STATS_METRICS = ("dice", "hd95")
+
+
+class ConfigError(ValueError):
+    """A setting is invalid.
+
+    Attributes:
+        field: Name of the offending field (as in the dataclass and, with
+            dashes, the command-line option).
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field, self.reason = field, message
+        super().__init__(f"{field}: {message}")
+
+
+def check_one_of(field: str, value: Any, valid: Sequence[Any]) -> Any:
+    """Return ``value`` if it is in ``valid``, else raise with the closest valid name."""
+    if value in valid:
+        return value
+    close = difflib.get_close_matches(str(value), [str(v) for v in valid], n=1)
+    hint = f" — did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(field, f"{value!r} is not one of {', '.join(map(str, valid))}{hint}")
+
+
+def check_positive(field: str, value: float | None, allow_zero: bool = False, optional: bool = False) -> None:
+    """``value`` is a finite number > 0 (>= 0 with ``allow_zero``; None allowed with ``optional``)."""
+    if value is None and optional:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(field, f"must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+def check_fraction(field: str, value: float, closed_low: bool = True) -> None:
+    """``value`` lies in [0, 1) (or (0, 1) when not ``closed_low``)."""
+    low_ok = value >= 0 if closed_low else value > 0
+    if not (isinstance(value, (int, float)) and low_ok and value < 1):
+        raise ConfigError(field, f"must be in {'[' if closed_low else '('}0, 1), got {value!r}")
+
+
+def _check_model_uri(field: str, value: str | None) -> None:
+    if value and not str(value).startswith(("models:/", "runs:/")):
+        raise ConfigError(field, f"{value!r} is not a model URI (models:/name/N, models:/name@alias or runs:/<run id>/model)")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -73,6 +133,28 @@ class PrepareConfig:
     phantom_seed: int = 0  # seed of the phantom generator
     phantom_size: int = 64  # phantom in-plane matrix (pixels, before resampling)
 
+    def __post_init__(self) -> None:
+        check_one_of("dataset", self.dataset, DATASETS)
+        if self.dataset != "phantom" and (self.source is None or str(self.source) == ""):
+            raise ConfigError("source", f"dataset {self.dataset!r} needs the raw dataset folder")
+        check_positive("spacing", self.spacing, optional=True)
+        for name in ("slice_size", "size_multiple", "ct_samples_per_case", "workers", "phantom_patients", "phantom_size"):
+            check_positive(name, getattr(self, name), optional=name == "slice_size")
+        check_fraction("val_fraction", self.val_fraction)
+        check_fraction("test_fraction", self.test_fraction)
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ConfigError(
+                "val_fraction",
+                f"val + test fractions ({self.val_fraction} + {self.test_fraction}) leave no training patients",
+            )
+        check_one_of("amos_modality", self.amos_modality, AMOS_MODALITIES)
+        check_one_of("kits_version", self.kits_version, KITS_VERSIONS)
+        if self.modalities is not None and len({m.lower() for m in self.modalities}) != len(self.modalities):
+            raise ConfigError("modalities", f"a modality is listed twice in {list(self.modalities)}")
+        lo, hi = self.ct_clip
+        if not 0 <= lo < hi <= 100:
+            raise ConfigError("ct_clip", f"must be percentiles 0 <= low < high <= 100, got {self.ct_clip}")
+
 
 @dataclass(frozen=True)
 class BackboneConfig:
@@ -82,6 +164,15 @@ class BackboneConfig:
     preset: str = "small"  # size preset (see iac.models.backbones.PRESETS)
     spatial_dims: int = 2
     features: tuple[int, ...] | None = None  # widths per level overriding the preset's; None = the preset's
+
+    def __post_init__(self) -> None:
+        from iac.models import BACKBONES, PRESETS
+
+        check_one_of("backbone", self.name, tuple(BACKBONES))
+        check_one_of("preset", self.preset, tuple(PRESETS[self.name]))
+        check_one_of("spatial_dims", self.spatial_dims, (2,))
+        if self.features is not None and (len(self.features) < 2 or any(f < 1 for f in self.features)):
+            raise ConfigError("features", f"needs two or more positive widths, got {self.features}")
 
 
 @dataclass(frozen=True)
@@ -111,6 +202,20 @@ class TrainConfig:
     ce_weight: float = 1.0  # weight of the cross-entropy term
     min_lr: float = 0.0  # final learning rate of the cosine schedule
 
+    def __post_init__(self) -> None:
+        check_one_of("skip", self.skip, SKIPS)
+        if self.skip == "iac" and not self.genotype:
+            raise ConfigError("genotype", "skip=iac needs a genotype (models:/iac-cell-..., runs:/<id> or a genotype.json path)")
+        for name in ("epochs", "lr", "batch_size", "val_every"):
+            check_positive(name, getattr(self, name))
+        for name in ("weight_decay", "min_lr", "num_workers", "dice_weight", "ce_weight"):
+            check_positive(name, getattr(self, name), allow_zero=True)
+        if self.dice_weight == 0 and self.ce_weight == 0:
+            raise ConfigError("dice_weight", "dice_weight and ce_weight cannot both be 0")
+        check_positive("max_slices_per_epoch", self.max_slices_per_epoch, optional=True)
+        check_one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _check_model_uri("pretrained", self.pretrained)
+
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -123,6 +228,12 @@ class EvalConfig:
     save_predictions: bool = False  # also write NIfTI predictions on each patient's original grid
     batch_size: int = 32
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check_model_uri("model", self.model)
+        check_one_of("split", self.split, SPLIT_NAMES)
+        check_one_of("empty_policy", self.empty_policy, EMPTY_POLICIES)
+        check_positive("batch_size", self.batch_size)
 
 
 @dataclass(frozen=True)
@@ -154,6 +265,23 @@ class SearchConfig:
     resume: str | None = None
     max_slices_per_epoch: int | None = None
 
+    def __post_init__(self) -> None:
+        for op in self.ops:
+            check_one_of("ops", op, DARTS_OPS)
+        if len(set(self.ops)) != len(self.ops):
+            raise ConfigError("ops", f"an operation is listed twice in {list(self.ops)}")
+        if not [op for op in self.ops if op != "none"]:
+            raise ConfigError("ops", "needs at least one operation other than 'none'")
+        for name in ("epochs", "w_lr", "arch_lr", "batch_size", "nodes", "k", "cell_channels", "steps_per_node"):
+            check_positive(name, getattr(self, name))
+        for name in ("warmup_epochs", "w_weight_decay", "arch_weight_decay"):
+            check_positive(name, getattr(self, name), allow_zero=True)
+        check_positive("max_slices_per_epoch", self.max_slices_per_epoch, optional=True)
+        if len(self.arch_betas) != 2 or not all(0 <= b < 1 for b in self.arch_betas):
+            raise ConfigError("arch_betas", f"must be two values in [0, 1), got {self.arch_betas}")
+        check_one_of("cell_inputs", self.cell_inputs, CELL_INPUTS)
+        _check_model_uri("pretrained", self.pretrained)
+
 
 @dataclass(frozen=True)
 class StabilityConfig:
@@ -165,6 +293,15 @@ class StabilityConfig:
     check_every: int = 50  # architecture steps between two checks (not epochs)
     smoothing: float = 0.0  # EMA factor on the distributions (0 = none)
     keep_schedule: tuple[int, ...] = (3, 2, 1)  # top-k kept at successive stabilities
+
+    def __post_init__(self) -> None:
+        check_positive("tau", self.tau)
+        for name in ("patience", "window", "check_every"):
+            check_positive(name, getattr(self, name))
+        check_fraction("smoothing", self.smoothing)
+        ks = list(self.keep_schedule)
+        if not ks or any(k < 1 for k in ks) or ks != sorted(ks, reverse=True) or len(set(ks)) != len(ks):
+            raise ConfigError("keep_schedule", f"must be strictly decreasing positive integers such as 3,2,1, got {self.keep_schedule}")
 
 
 @dataclass(frozen=True)
@@ -183,6 +320,17 @@ class StatsConfig:
     ci_level: float = 0.95  # percentile bootstrap interval level
     bootstrap_seed: int = 0  # every comparison's bootstrap starts from this seed
     average_frames: bool = True  # ACDC: mean of the frames per patient; False = one analysis per frame
+
+    def __post_init__(self) -> None:
+        for metric in self.metrics:
+            check_one_of("metrics", metric, STATS_METRICS)
+        check_fraction("alpha", self.alpha, closed_low=False)
+        check_fraction("ci_level", self.ci_level, closed_low=False)
+        check_positive("margin", self.margin)
+        check_positive("hd95_margin", self.hd95_margin, optional=True)
+        for name in ("min_pairs", "exact_max_n", "n_boot"):
+            check_positive(name, getattr(self, name))
+        check_one_of("zero_method", self.zero_method, ZERO_METHODS)
 
 
 @dataclass(frozen=True)
@@ -263,3 +411,16 @@ class MainConfig:
     skips: tuple[str, ...] = ("attention", "residual", "dense")  # skip baselines trained
     device: str = "auto"
     report_dir: Path = Path("outputs")  # the study report is written below it (and logged)
+
+    def __post_init__(self) -> None:
+        check_one_of("dataset", self.dataset, DATASETS)
+        if self.dataset != "phantom" and self.source is None and self.data is None:
+            raise ConfigError("source", f"dataset={self.dataset} needs the raw dataset folder (source)")
+        check_one_of("budget", self.budget, BUDGET_NAMES)
+        if not self.seeds:
+            raise ConfigError("seeds", "give at least one seed")
+        for skip in self.skips:
+            check_one_of("skips", skip, tuple(k for k in SKIPS if k not in ("identity", "iac")))
+        for name in ("baseline_epochs", "extra_epochs", "search_epochs", "patience", "window", "check_every", "tau"):
+            check_positive(name, getattr(self, name), optional=True)
+        check_positive("warmup_epochs", self.warmup_epochs, allow_zero=True, optional=True)

@@ -39,6 +39,20 @@ def one_of(name: str, value: str, valid: Sequence[str]) -> str:
     raise click.BadParameter(f"{value!r} is not one of {', '.join(valid)}{hint}", param_hint=f"--{name}")
 
 
+def build_config(cls: type, **values: Any) -> Any:
+    """``cls(**values)``, with a :class:`iac.config.ConfigError` turned into a usage error.
+
+    The configs validate themselves; the error names the option matching the
+    field (``--w-lr`` for ``w_lr``).
+    """
+    from iac.config import ConfigError
+
+    try:
+        return cls(**values)
+    except ConfigError as err:
+        raise click.BadParameter(err.reason, param_hint=f"--{err.field.replace('_', '-')}") from err
+
+
 def optional(value: str | None) -> str | None:
     """MLflow passes unset string parameters as '' (or 'none'); map them to None."""
     if value is None:

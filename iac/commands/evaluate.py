@@ -9,7 +9,14 @@ from typing import Any
 
 import click
 
-from iac.commands.common import echo_done, model_ref, one_of, prepared_folder, setup_logging, step_run, tracker_for
+from iac.commands.common import (
+    build_config,
+    echo_done,
+    prepared_folder,
+    setup_logging,
+    step_run,
+    tracker_for,
+)
 from iac.config import EvalConfig, to_dict
 
 SPLITS = ("train", "val", "test")
@@ -114,18 +121,18 @@ def run_evaluate(cfg: EvalConfig, extra_tags: dict[str, str] | None = None) -> d
 @click.option("--device", default="auto", show_default=True)
 def evaluate(model: str, data: str, split: str, empty_policy: str, save_predictions: bool, batch_size: int, device: str) -> None:
     """Evaluate a trained U-Net per patient and write per_case.csv."""
-    from iac.eval.metrics import EMPTY_POLICIES
-
     setup_logging()
-    cfg = EvalConfig(
-        model=model_ref("model", model),
-        data=prepared_folder("data", data),
-        split=one_of("split", split, SPLITS),
-        empty_policy=one_of("empty-policy", empty_policy, EMPTY_POLICIES),
+    cfg = build_config(
+        EvalConfig,
+        model=model,
+        data=Path(data),
+        split=split,
+        empty_policy=empty_policy,
         save_predictions=save_predictions,
         batch_size=int(batch_size),
         device=device,
     )
+    prepared_folder("data", data)  # after the values: a usage error names the first bad option
     try:
         run_evaluate(cfg)
     except ValueError as e:

@@ -8,7 +8,14 @@ from typing import Any
 
 import click
 
-from iac.commands.common import one_of, optional, positive, setup_logging, step_run, tracker_for
+from iac.commands.common import (
+    one_of,
+    optional,
+    positive,
+    setup_logging,
+    step_run,
+    tracker_for,
+)
 from iac.config import BUDGETS, DATASETS, SKIPS, BackboneConfig, MainConfig, to_dict
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from iac.commands.common import build_config
 from iac.config import DATASETS, PrepareConfig
 
 _TRUE = ("1", "true", "yes", "on")
@@ -24,12 +25,9 @@ def _opt_float(ctx: click.Context, param: click.Parameter, value: str | None) ->
     if value is None or value.strip() == "":
         return None
     try:
-        out = float(value)
+        return float(value)
     except ValueError:
         raise click.BadParameter(f"expected a number, got {value!r}") from None
-    if not out > 0:
-        raise click.BadParameter(f"expected a positive number, got {value!r}")
-    return out
 
 
 def _opt_int(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
@@ -41,21 +39,11 @@ def _opt_int(ctx: click.Context, param: click.Parameter, value: str | None) -> i
         raise click.BadParameter(f"expected an integer, got {value!r}") from None
 
 
-def _positive_int(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
-    out = _opt_int(ctx, param, value)
-    if out is not None and out < 1:
-        raise click.BadParameter(f"expected an integer >= 1, got {value!r}")
-    return out
-
-
-def _fraction(ctx: click.Context, param: click.Parameter, value: str) -> float:
+def _number(ctx: click.Context, param: click.Parameter, value: str) -> float:
     try:
-        out = float(value)
+        return float(value)
     except ValueError:
-        raise click.BadParameter(f"expected a fraction in [0, 1), got {value!r}") from None
-    if not 0.0 <= out < 1.0:
-        raise click.BadParameter(f"expected a fraction in [0, 1), got {value!r}")
-    return out
+        raise click.BadParameter(f"expected a number, got {value!r}") from None
 
 
 def _bool(ctx: click.Context, param: click.Parameter, value: str | bool) -> bool:
@@ -76,10 +64,7 @@ def _opt_path(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 def _modalities(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
     if value is None or value.strip() == "":
         return None
-    names = tuple(v.strip() for v in value.split(",") if v.strip())
-    if len(set(n.lower() for n in names)) != len(names):
-        raise click.BadParameter(f"a modality is listed twice in {value!r}")
-    return names
+    return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
 @click.command(name="prepare")
@@ -87,21 +72,21 @@ def _modalities(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--source", default="", callback=_opt_path, help="Raw dataset folder as distributed (not needed for phantom).")
 @click.option("--out", default=str(PrepareConfig.out), show_default=True, help="Prepared dataset folder (written atomically).")
 @click.option("--spacing", default="", callback=_opt_float, help="Target in-plane spacing in mm (empty: median of the cases).")
-@click.option("--slice-size", default="", callback=_positive_int, help="Square slice side in pixels (empty: derived from the data).")
-@click.option("--size-multiple", default=str(PrepareConfig.size_multiple), callback=_positive_int, show_default=True, help="Derived slice sizes are rounded up to a multiple of this.")
+@click.option("--slice-size", default="", callback=_opt_int, help="Square slice side in pixels (empty: derived from the data).")
+@click.option("--size-multiple", default=str(PrepareConfig.size_multiple), callback=_opt_int, show_default=True, help="Derived slice sizes are rounded up to a multiple of this.")
 @click.option("--split-seed", default=str(PrepareConfig.split_seed), callback=_opt_int, show_default=True, help="Seed of the patient-level split.")
-@click.option("--val-fraction", default=str(PrepareConfig.val_fraction), callback=_fraction, show_default=True, help="Share of patients in val.")
-@click.option("--test-fraction", default=str(PrepareConfig.test_fraction), callback=_fraction, show_default=True, help="Share of patients in test.")
+@click.option("--val-fraction", default=str(PrepareConfig.val_fraction), callback=_number, show_default=True, help="Share of patients in val.")
+@click.option("--test-fraction", default=str(PrepareConfig.test_fraction), callback=_number, show_default=True, help="Share of patients in test.")
 @click.option("--split-file", default="", callback=_opt_path, help='JSON {"train": [...], "val": [...], "test": [...]} fixing the split.')
 @click.option("--modalities", default="", callback=_modalities, help="Comma-separated channel subset by name (empty: all).")
 @click.option("--amos-modality", type=click.Choice(["ct", "mri", "all"]), default=PrepareConfig.amos_modality, show_default=True, help="AMOS22 cases to use.")
 @click.option("--kits-version", type=click.Choice(["auto", "19", "23"]), default=PrepareConfig.kits_version, show_default=True, help="KiTS release (auto: detected from the folder).")
-@click.option("--workers", default=str(PrepareConfig.workers), callback=_positive_int, show_default=True, help="Parallel worker processes.")
+@click.option("--workers", default=str(PrepareConfig.workers), callback=_opt_int, show_default=True, help="Parallel worker processes.")
 @click.option("--skip-bad", is_flag=False, flag_value="true", default="false", callback=_bool, help="Skip invalid cases and list them in bad_cases.json.")
 @click.option("--overwrite", is_flag=False, flag_value="true", default="false", callback=_bool, help="Replace an `out` prepared from other inputs or parameters.")
-@click.option("--phantom-patients", default=str(PrepareConfig.phantom_patients), callback=_positive_int, show_default=True, help="Phantom cohort size.")
+@click.option("--phantom-patients", default=str(PrepareConfig.phantom_patients), callback=_opt_int, show_default=True, help="Phantom cohort size.")
 @click.option("--phantom-seed", default=str(PrepareConfig.phantom_seed), callback=_opt_int, show_default=True, help="Phantom generator seed.")
-@click.option("--phantom-size", default=str(PrepareConfig.phantom_size), callback=_positive_int, show_default=True, help="Phantom in-plane matrix (pixels).")
+@click.option("--phantom-size", default=str(PrepareConfig.phantom_size), callback=_opt_int, show_default=True, help="Phantom in-plane matrix (pixels).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
 def prepare(progress: bool, **opts) -> None:
     """Prepare a dataset (or the embedded phantom) into a slice store and log it to MLflow."""
@@ -112,14 +97,10 @@ def prepare(progress: bool, **opts) -> None:
         raise click.BadParameter(f"{opts['source']} is not an existing folder", param_hint="--source")
     if opts["split_file"] is not None and not opts["split_file"].is_file():
         raise click.BadParameter(f"{opts['split_file']} does not exist", param_hint="--split-file")
-    if opts["val_fraction"] + opts["test_fraction"] >= 1.0:
-        raise click.BadParameter(
-            f"val + test fractions ({opts['val_fraction']} + {opts['test_fraction']}) leave no training patients",
-            param_hint="--val-fraction/--test-fraction",
-        )
     if not opts["out"].strip():
         raise click.BadParameter("expected a folder", param_hint="--out")
-    cfg = PrepareConfig(
+    cfg = build_config(
+        PrepareConfig,
         dataset=opts["dataset"],
         source=opts["source"],
         out=Path(opts["out"]),

@@ -15,17 +15,16 @@ from typing import Any
 import click
 
 from iac.commands.common import (
+    build_config,
     download_checkpoint,
     echo_done,
-    one_of,
     optional,
-    positive,
     prepared_folder,
     setup_logging,
     step_run,
     tracker_for,
 )
-from iac.config import SKIPS, BackboneConfig, TrainConfig, to_dict
+from iac.config import BackboneConfig, TrainConfig, to_dict
 
 
 def run_retrain(cfg: TrainConfig, extra_tags: dict[str, str] | None = None, resume_run: str | None = None) -> dict[str, Any]:
@@ -36,7 +35,12 @@ def run_retrain(cfg: TrainConfig, extra_tags: dict[str, str] | None = None, resu
     from iac.data.store import PreparedDataset
     from iac.models import registry_backbone_name
     from iac.nas.genotype import Genotype
-    from iac.train.retrain import build_network, load_pretrained, model_config, train_network
+    from iac.train.retrain import (
+        build_network,
+        load_pretrained,
+        model_config,
+        train_network,
+    )
 
     data = PreparedDataset(cfg.data)
     genotype_json, cell_tags, genotype_uri = None, {}, None
@@ -132,34 +136,26 @@ def run_retrain(cfg: TrainConfig, extra_tags: dict[str, str] | None = None, resu
 @click.option("--max-slices-per-epoch", default=0, show_default=True, type=int, help="Cap on slices per epoch (0 = all).")
 def retrain(**o: Any) -> None:
     """Train a U-Net with the chosen skip modules and register it."""
-    from iac.models import BACKBONES, PRESETS
-
     setup_logging()
-    one_of("backbone", o["backbone"], tuple(BACKBONES))
-    one_of("preset", o["preset"], tuple(PRESETS[o["backbone"]]))
-    for name in ("epochs", "lr", "batch_size"):
-        positive(name.replace("_", "-"), o[name])
-    positive("weight-decay", o["weight_decay"], allow_zero=True)
-    pretrained = optional(o["pretrained"])
-    if pretrained and not pretrained.startswith(("models:/", "runs:/")):
-        raise click.BadParameter(f"{pretrained!r} is not a model URI (models:/name/N or models:/name@alias)", param_hint="--pretrained")
-    cfg = TrainConfig(
-        data=prepared_folder("data", o["data"]),
-        backbone=BackboneConfig(name=o["backbone"], preset=o["preset"]),
-        skip=one_of("skip", o["skip"], SKIPS),
+    cfg = build_config(
+        TrainConfig,
+        data=Path(o["data"]),
+        backbone=build_config(BackboneConfig, name=o["backbone"], preset=o["preset"]),
+        skip=o["skip"],
         genotype=optional(o["genotype"]),
         epochs=o["epochs"],
         lr=o["lr"],
         weight_decay=o["weight_decay"],
-        lr_schedule=one_of("lr-schedule", o["lr_schedule"], ("cosine", "constant")),
+        lr_schedule=o["lr_schedule"],
         batch_size=o["batch_size"],
         seed=o["seed"],
         augment=o["augment"],
-        pretrained=pretrained,
+        pretrained=optional(o["pretrained"]),
         resume=optional(o["resume"]),
         device=o["device"],
         max_slices_per_epoch=o["max_slices_per_epoch"] or None,
     )
+    prepared_folder("data", o["data"])  # after the values: a usage error names the first bad option
     try:
         run_retrain(cfg, resume_run=cfg.resume)
     except ValueError as e:

@@ -22,17 +22,24 @@ from typing import Any
 import click
 
 from iac.commands.common import (
+    build_config,
     download_checkpoint,
     echo_done,
     one_of,
     optional,
-    positive,
     prepared_folder,
     setup_logging,
     step_run,
     tracker_for,
 )
-from iac.config import DARTS_OPS, BackboneConfig, SearchConfig, StabilityConfig, TrainConfig, to_dict
+from iac.config import (
+    DARTS_OPS,
+    BackboneConfig,
+    SearchConfig,
+    StabilityConfig,
+    TrainConfig,
+    to_dict,
+)
 
 METHODS = ("full", "lth")
 
@@ -67,8 +74,8 @@ def run_search_step(
     from iac import registry
     from iac.data.store import PreparedDataset
     from iac.models import registry_backbone_name
-    from iac.nas.pruning import JSStabilityPruning, NoPruning
     from iac.nas.genotype import SearchSpace
+    from iac.nas.pruning import JSStabilityPruning, NoPruning
     from iac.nas.search import run_search
     from iac.nas.stability import full_speed_js
 
@@ -266,8 +273,7 @@ def run_random_cell(cfg: SearchConfig, extra_tags: dict[str, str] | None = None)
     from iac import registry
     from iac.data.store import PreparedDataset
     from iac.models import registry_backbone_name
-    from iac.nas.genotype import random_genotype
-    from iac.nas.genotype import SearchSpace
+    from iac.nas.genotype import SearchSpace, random_genotype
 
     data = PreparedDataset(cfg.data)
     space = SearchSpace.from_config(cfg)
@@ -330,46 +336,31 @@ def search_options(fn):
 
 
 def build_search_config(o: dict[str, Any]) -> SearchConfig:
-    """Validate the shared options and build the SearchConfig."""
-    from iac.models import BACKBONES, PRESETS
-
-    ops = tuple(x.strip() for x in o["ops"].split(",") if x.strip())
-    for op in ops:
-        one_of("ops", op, DARTS_OPS)
-    if len([op for op in ops if op != "none"]) < 1:
-        raise click.BadParameter("needs at least one operation other than 'none'", param_hint="--ops")
-    one_of("backbone", o["backbone"], tuple(BACKBONES))
-    presets = PRESETS[o["backbone"]] if isinstance(PRESETS.get(o["backbone"]), dict) else PRESETS
-    one_of("preset", o["preset"], tuple(presets))
-    for name in ("epochs", "batch_size", "k", "nodes", "cell_channels", "check_every"):
-        positive(name.replace("_", "-"), o[name])
-    positive("warmup-epochs", o["warmup_epochs"], allow_zero=True)
-    positive("w-lr", o["w_lr"])
-    positive("arch-lr", o["arch_lr"])
-    pretrained = optional(o["pretrained"])
-    if pretrained and not pretrained.startswith(("models:/", "runs:/")):
-        raise click.BadParameter(f"{pretrained!r} is not a model URI (models:/name/N or models:/name@alias)", param_hint="--pretrained")
-    return SearchConfig(
-        data=prepared_folder("data", o["data"]),
-        backbone=BackboneConfig(name=o["backbone"], preset=o["preset"]),
+    """Build the SearchConfig from the shared options (it validates itself)."""
+    cfg = build_config(
+        SearchConfig,
+        data=Path(o["data"]),
+        backbone=build_config(BackboneConfig, name=o["backbone"], preset=o["preset"]),
         epochs=o["epochs"],
-        pretrained=pretrained,
+        pretrained=optional(o["pretrained"]),
         freeze_backbone=o["freeze_backbone"],
         warmup_epochs=o["warmup_epochs"],
         w_lr=o["w_lr"],
         arch_lr=o["arch_lr"],
         batch_size=o["batch_size"],
-        ops=ops,
+        ops=tuple(x.strip() for x in o["ops"].split(",") if x.strip()),
         nodes=o["nodes"],
         k=o["k"],
         cell_channels=o["cell_channels"],
-        cell_inputs=one_of("cell-inputs", o["cell_inputs"], ("skip+up", "skip")),
+        cell_inputs=o["cell_inputs"],
         per_level=o["per_level"],
         seed=o["seed"],
         device=o["device"],
         resume=optional(o["resume"]),
         max_slices_per_epoch=o["max_slices_per_epoch"] or None,
     )
+    prepared_folder("data", o["data"])  # after the values: a usage error names the first bad option
+    return cfg
 
 
 def _run(method: str, o: dict[str, Any], stability: StabilityConfig) -> None:
@@ -385,7 +376,7 @@ def _run(method: str, o: dict[str, Any], stability: StabilityConfig) -> None:
 @search_options
 def search_full(**o: Any) -> None:
     """Full PC-DARTS search of an IAC cell (no pruning; the paper's 200 epochs)."""
-    _run("full", o, StabilityConfig(check_every=o["check_every"]))
+    _run("full", o, build_config(StabilityConfig, check_every=o["check_every"]))
 
 
 @click.command("search_lth")
@@ -401,10 +392,6 @@ def search_lth(tau: float, patience: int, window: int, smoothing: float, keep_sc
         schedule = tuple(int(x) for x in keep_schedule.split(","))
     except ValueError as e:
         raise click.BadParameter(f"{keep_schedule!r} is not a comma-separated list of integers", param_hint="--keep-schedule") from e
-    positive("tau", tau)
-    positive("patience", patience)
-    positive("window", window)
-    if not 0 <= smoothing < 1:
-        raise click.BadParameter(f"must be in [0, 1), got {smoothing}", param_hint="--smoothing")
-    stab = StabilityConfig(tau=tau, patience=patience, window=window, check_every=o["check_every"], smoothing=smoothing, keep_schedule=schedule)
+    stab = build_config(StabilityConfig, tau=tau, patience=patience, window=window, check_every=o["check_every"],
+                        smoothing=smoothing, keep_schedule=schedule)
     _run("lth", o, stab)

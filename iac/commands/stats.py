@@ -16,7 +16,13 @@ from typing import Any, Sequence
 
 import click
 
-from iac.commands.common import echo_done, positive, setup_logging, step_run, tracker_for
+from iac.commands.common import (
+    build_config,
+    echo_done,
+    setup_logging,
+    step_run,
+    tracker_for,
+)
 from iac.config import StatsConfig, to_dict
 
 
@@ -167,12 +173,8 @@ def run_stats(cfg: StatsConfig, run_ids: Sequence[str], extra_tags: dict[str, st
 def stats(**o: Any) -> None:
     """Paired Wilcoxon tests, Holm correction, effect sizes and equivalence per patient."""
     setup_logging()
-    positive("margin", o["margin"])
-    positive("min-pairs", o["min_pairs"])
-    positive("n-boot", o["n_boot"])
-    if not 0 < o["alpha"] < 1:
-        raise click.BadParameter(f"must be in (0, 1), got {o['alpha']}", param_hint="--alpha")
-    cfg = StatsConfig(
+    cfg = build_config(
+        StatsConfig,
         reference=o["reference"],
         margin=o["margin"],
         min_pairs=o["min_pairs"],

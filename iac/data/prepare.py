@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from iac.config import DATASETS, PrepareConfig, to_dict
+from iac.config import PrepareConfig, to_dict
 from iac.data.check import CaseCheck, check_case, label_array
 from iac.data.io import file_digest, load_channels, read_image
 from iac.data.layouts import get_layout
@@ -57,8 +57,6 @@ from iac.tracking import Tracker
 log = logging.getLogger(__name__)
 
 RAW_DIR = "raw"  # where the phantom's raw NIfTI files live inside its prepared folder
-AMOS_MODALITIES = ("ct", "mri", "all")
-KITS_VERSIONS = ("auto", "19", "23")
 
 
 @dataclass
@@ -103,45 +101,8 @@ class _Plan:
 # --------------------------------------------------------------------------- settings
 
 
-def check_config(cfg: PrepareConfig) -> None:
-    """Validate settings that do not need the data.
-
-    Raises:
-        ValueError: naming the bad setting and what would be valid.
-    """
-    if cfg.dataset not in DATASETS:
-        raise ValueError(f"dataset {cfg.dataset!r} is unknown; expected one of {', '.join(DATASETS)}")
-    if cfg.dataset != "phantom":
-        if cfg.source is None or str(cfg.source) == "":
-            raise ValueError(f"source: dataset {cfg.dataset!r} needs the raw dataset folder")
-    if cfg.spacing is not None and not cfg.spacing > 0:
-        raise ValueError(f"spacing must be a positive number of mm, got {cfg.spacing}")
-    if cfg.size_multiple < 1:
-        raise ValueError(f"size_multiple must be >= 1, got {cfg.size_multiple}")
-    if cfg.slice_size is not None and cfg.slice_size < 1:
-        raise ValueError(f"slice_size must be a positive number of pixels, got {cfg.slice_size}")
-    for name in ("val_fraction", "test_fraction"):
-        frac = getattr(cfg, name)
-        if not 0.0 <= frac < 1.0:
-            raise ValueError(f"{name} must be in [0, 1), got {frac}")
-    if cfg.val_fraction + cfg.test_fraction >= 1.0:
-        raise ValueError(
-            f"val_fraction + test_fraction must be < 1 to leave training patients, "
-            f"got {cfg.val_fraction} + {cfg.test_fraction}"
-        )
-    lo, hi = cfg.ct_clip
-    if not 0.0 <= lo < hi <= 100.0:
-        raise ValueError(f"ct_clip must be two percentiles 0 <= low < high <= 100, got {cfg.ct_clip}")
-    if cfg.ct_samples_per_case < 1:
-        raise ValueError(f"ct_samples_per_case must be >= 1, got {cfg.ct_samples_per_case}")
-    if cfg.amos_modality not in AMOS_MODALITIES:
-        raise ValueError(f"amos_modality must be one of {', '.join(AMOS_MODALITIES)}, got {cfg.amos_modality!r}")
-    if cfg.kits_version not in KITS_VERSIONS:
-        raise ValueError(f"kits_version must be one of {', '.join(KITS_VERSIONS)}, got {cfg.kits_version!r}")
-    if cfg.workers < 1:
-        raise ValueError(f"workers must be >= 1, got {cfg.workers}")
-    if cfg.phantom_patients < 1:
-        raise ValueError(f"phantom_patients must be >= 1, got {cfg.phantom_patients}")
+def _check_inputs(cfg: PrepareConfig) -> None:
+    """Check the files the settings name (the values themselves are checked by PrepareConfig)."""
     if cfg.split_file is not None and not Path(cfg.split_file).is_file():
         raise ValueError(f"split_file {cfg.split_file} does not exist")
 
@@ -496,7 +457,7 @@ def prepare_dataset(cfg: PrepareConfig, tracker: Tracker | None = None, progress
             else, or a crop that would remove labelled voxels. Nothing is left behind.
     """
     start = time.perf_counter()
-    check_config(cfg)
+    _check_inputs(cfg)
     tracker = tracker or Tracker()
     out = Path(cfg.out)
     params = _fingerprint_params(cfg)

@@ -92,12 +92,16 @@ def test_empty_source_and_missing_source(tmp_path):
 
 
 def test_unknown_dataset_and_bad_settings(tmp_path):
-    with pytest.raises(ValueError, match="dataset 'mnist' is unknown"):
-        prepare_dataset(PrepareConfig(dataset="mnist", out=tmp_path / "out"), progress=False)
-    with pytest.raises(ValueError, match="source: dataset 'acdc' needs"):
-        prepare_dataset(PrepareConfig(dataset="acdc", out=tmp_path / "out"), progress=False)
-    with pytest.raises(ValueError, match="val_fraction \\+ test_fraction"):
-        prepare_dataset(PrepareConfig(val_fraction=0.5, test_fraction=0.5, out=tmp_path / "out"), progress=False)
+    from iac.config import ConfigError
+
+    with pytest.raises(ConfigError, match="dataset: 'mnist' is not one of phantom"):
+        PrepareConfig(dataset="mnist", out=tmp_path / "out")
+    with pytest.raises(ConfigError, match="source: dataset 'acdc' needs"):
+        PrepareConfig(dataset="acdc", out=tmp_path / "out")
+    with pytest.raises(ConfigError, match=r"val \+ test fractions \(0.5 \+ 0.5\) leave no training"):
+        PrepareConfig(val_fraction=0.5, test_fraction=0.5, out=tmp_path / "out")
+    with pytest.raises(ValueError, match="split_file .* does not exist"):
+        prepare_dataset(PrepareConfig(split_file=tmp_path / "none.json", out=tmp_path / "out"), progress=False)
 
 
 def test_crop_that_would_remove_labels(pristine, tmp_path):

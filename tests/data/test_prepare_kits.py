@@ -37,5 +37,5 @@ def test_auto_fingerprint_does_not_depend_on_the_new_option(kits19, tmp_path):
 
 
 def test_bad_release_is_refused(kits19, tmp_path):
-    with pytest.raises(ValueError, match="kits_version must be one of auto, 19, 23, got '21'"):
+    with pytest.raises(ValueError, match="kits_version: .21. is not one of auto, 19, 23"):
         _prepare(kits19, tmp_path / "bad", kits_version="21")
