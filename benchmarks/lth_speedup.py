@@ -64,7 +64,8 @@ def main() -> None:
 
     from iac.commands.evaluate import run_evaluate
     from iac.commands.retrain import run_retrain
-    from iac.commands.search import genotype_agreement, run_search_step
+    from iac.commands.search import run_search_step
+    from iac.nas.genotype import genotype_agreement
     from iac.config import EvalConfig, PrepareConfig, SearchConfig, StabilityConfig, TrainConfig
     from iac.data.prepare import prepare_dataset
     from iac.eval.per_case import load_per_case

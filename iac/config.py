@@ -264,6 +264,7 @@ class SearchConfig:
     amp: bool = True
     resume: str | None = None
     max_slices_per_epoch: int | None = None
+    check_every: int = 50  # architecture steps between two checks (snapshots of the operation weights), not epochs
 
     def __post_init__(self) -> None:
         for op in self.ops:
@@ -272,7 +273,8 @@ class SearchConfig:
             raise ConfigError("ops", f"an operation is listed twice in {list(self.ops)}")
         if not [op for op in self.ops if op != "none"]:
             raise ConfigError("ops", "needs at least one operation other than 'none'")
-        for name in ("epochs", "w_lr", "arch_lr", "batch_size", "nodes", "k", "cell_channels", "steps_per_node"):
+        for name in ("epochs", "w_lr", "arch_lr", "batch_size", "nodes", "k", "cell_channels", "steps_per_node",
+                     "check_every"):
             check_positive(name, getattr(self, name))
         for name in ("warmup_epochs", "w_weight_decay", "arch_weight_decay"):
             check_positive(name, getattr(self, name), allow_zero=True)
@@ -289,14 +291,13 @@ class StabilityConfig:
 
     tau: float = 1e-4  # JS divergence (base 2) threshold: ~60 % of the full-speed divergence at the defaults (1.6e-4)
     patience: int = 2  # consecutive stable checks required
-    window: int = 1  # compare with the distribution `window` checks earlier
-    check_every: int = 50  # architecture steps between two checks (not epochs)
+    window: int = 1  # compare with the distribution `window` checks earlier (checks: SearchConfig.check_every)
     smoothing: float = 0.0  # EMA factor on the distributions (0 = none)
     keep_schedule: tuple[int, ...] = (3, 2, 1)  # top-k kept at successive stabilities
 
     def __post_init__(self) -> None:
         check_positive("tau", self.tau)
-        for name in ("patience", "window", "check_every"):
+        for name in ("patience", "window"):
             check_positive(name, getattr(self, name))
         check_fraction("smoothing", self.smoothing)
         ks = list(self.keep_schedule)
@@ -347,6 +348,7 @@ class Budget:
     search_epochs: int  # full search budget (LTH stops at most here)
     warmup_epochs: int  # search warm-up before architecture steps
     stability: StabilityConfig  # LTH criterion for this budget
+    check_every: int = 50  # architecture steps between two checks of both searches
     max_slices_per_epoch: int | None = None  # cap on slices per epoch (None: all)
     phantom_patients: int = 34  # cohort size when dataset=phantom
     phantom_size: int = 64  # phantom in-plane matrix
@@ -362,7 +364,8 @@ BUDGETS: dict[str, Budget] = {
         extra_epochs=1,
         search_epochs=3,
         warmup_epochs=1,
-        stability=StabilityConfig(tau=0.05, patience=1, window=1, check_every=1),
+        stability=StabilityConfig(tau=0.05, patience=1, window=1),
+        check_every=1,
         max_slices_per_epoch=16,
         phantom_patients=34,
         phantom_size=32,
@@ -375,7 +378,8 @@ BUDGETS: dict[str, Budget] = {
         # ~13 architecture steps per epoch here: a check every 10 steps; tau at
         # ~75 % of the full-speed divergence for that cadence (6.5e-6); one
         # stable check suffices (replayed on a quick full search: stops at epoch 12 of 20).
-        stability=StabilityConfig(tau=5e-6, patience=1, window=1, check_every=10),
+        stability=StabilityConfig(tau=5e-6, patience=1, window=1),
+        check_every=10,
         max_slices_per_epoch=None,
         phantom_patients=34,
         phantom_size=32,
@@ -414,7 +418,7 @@ class MainConfig:
 
     def __post_init__(self) -> None:
         check_one_of("dataset", self.dataset, DATASETS)
-        if self.dataset != "phantom" and self.source is None and self.data is None:
+        if self.dataset != "phantom" and self.source is None:
             raise ConfigError("source", f"dataset={self.dataset} needs the raw dataset folder (source)")
         check_one_of("budget", self.budget, BUDGET_NAMES)
         if not self.seeds:
@@ -424,3 +428,4 @@ class MainConfig:
         for name in ("baseline_epochs", "extra_epochs", "search_epochs", "patience", "window", "check_every", "tau"):
             check_positive(name, getattr(self, name), optional=True)
         check_positive("warmup_epochs", self.warmup_epochs, allow_zero=True, optional=True)
+assert tuple(BUDGETS) == BUDGET_NAMES, "BUDGET_NAMES must list the BUDGETS presets"

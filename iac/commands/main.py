@@ -8,15 +8,8 @@ from typing import Any
 
 import click
 
-from iac.commands.common import (
-    one_of,
-    optional,
-    positive,
-    setup_logging,
-    step_run,
-    tracker_for,
-)
-from iac.config import BUDGETS, DATASETS, SKIPS, BackboneConfig, MainConfig, to_dict
+from iac.commands.common import build_config, optional, setup_logging, step_run, tracker_for
+from iac.config import BackboneConfig, MainConfig, to_dict
 
 
 def run_main(cfg: MainConfig) -> dict[str, Any]:
@@ -69,43 +62,32 @@ def run_main(cfg: MainConfig) -> dict[str, Any]:
 def main(**o: Any) -> None:
     """Run the whole study: prepare, baselines, searches, retraining, evaluation, stats, report."""
     setup_logging()
-    from iac.models import BACKBONES, PRESETS
-
-    dataset = one_of("dataset", o["dataset"], DATASETS)
-    source = optional(o["source"])
-    if dataset != "phantom" and not source:
-        raise click.BadParameter(f"dataset={dataset} needs --source (the raw dataset folder)", param_hint="--source")
     try:
         seeds = tuple(int(s) for s in o["seeds"].split(",") if s.strip())
     except ValueError as e:
         raise click.BadParameter(f"{o['seeds']!r} is not a comma-separated list of integers", param_hint="--seeds") from e
-    if not seeds:
-        raise click.BadParameter("give at least one seed", param_hint="--seeds")
-    skips = tuple(s.strip() for s in o["skips"].split(",") if s.strip())
-    for s in skips:
-        one_of("skips", s, tuple(k for k in SKIPS if k not in ("identity", "iac")))
-    for name in ("baseline_epochs", "extra_epochs", "search_epochs", "patience", "window", "check_every"):
-        positive(name.replace("_", "-"), o[name], allow_zero=True)
-    cfg = MainConfig(
-        dataset=dataset,
+    source = optional(o["source"])
+    unset = lambda name: o[name] or None  # noqa: E731  (0 = the budget's)
+    cfg = build_config(
+        MainConfig,
+        dataset=o["dataset"],
         source=Path(source) if source else None,
         data=Path(o["data"]) if optional(o["data"]) else None,
-        backbone=BackboneConfig(name=one_of("backbone", o["backbone"], tuple(BACKBONES)), preset=o["preset"]),
-        budget=one_of("budget", o["budget"], tuple(BUDGETS)),
+        backbone=build_config(BackboneConfig, name=o["backbone"], preset=o["preset"]),
+        budget=o["budget"],
         seeds=seeds,
-        baseline_epochs=o["baseline_epochs"] or None,
-        extra_epochs=o["extra_epochs"] or None,
-        search_epochs=o["search_epochs"] or None,
-        warmup_epochs=None if o["warmup_epochs"] < 0 else o["warmup_epochs"],
-        tau=o["tau"] or None,
-        patience=o["patience"] or None,
-        window=o["window"] or None,
-        check_every=o["check_every"] or None,
-        skips=skips,
+        baseline_epochs=unset("baseline_epochs"),
+        extra_epochs=unset("extra_epochs"),
+        search_epochs=unset("search_epochs"),
+        warmup_epochs=None if o["warmup_epochs"] == -1 else o["warmup_epochs"],
+        tau=unset("tau"),
+        patience=unset("patience"),
+        window=unset("window"),
+        check_every=unset("check_every"),
+        skips=tuple(s.strip() for s in o["skips"].split(",") if s.strip()),
         device=o["device"],
         report_dir=Path(o["report_dir"]),
     )
-    one_of("preset", cfg.backbone.preset, tuple(PRESETS[cfg.backbone.name]))
     try:
         run_main(cfg)
     except ValueError as e:

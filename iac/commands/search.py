@@ -69,21 +69,16 @@ def run_search_step(
     reference_run: str | None = None,
 ) -> dict[str, Any]:
     """Run one search (``method`` full or lth) in its own MLflow run; returns outputs."""
-    import mlflow
-
     from iac import registry
     from iac.data.store import PreparedDataset
     from iac.models import registry_backbone_name
     from iac.nas.genotype import SearchSpace
     from iac.nas.pruning import JSStabilityPruning, NoPruning
-    from iac.nas.search import run_search
-    from iac.nas.stability import full_speed_js
 
     one_of("method", method, METHODS)
     data = PreparedDataset(cfg.data)
     stability = stability or StabilityConfig()
-    space = SearchSpace.from_config(cfg)
-    policy = NoPruning() if method == "full" else JSStabilityPruning(space, stability)
+    policy = NoPruning() if method == "full" else JSStabilityPruning(SearchSpace.from_config(cfg), stability)
     tags = {
         "dataset": data.name,
         "backbone": registry_backbone_name(cfg.backbone.name, cfg.backbone.preset),
@@ -94,76 +89,18 @@ def run_search_step(
         **(extra_tags or {}),
     }
     with step_run(f"search_{method}", tags, run_name=f"search-{method}-s{cfg.seed}") as run:
+        tracker = tracker_for(run)
         # Without a pretrained U-Net, the baseline is trained first, as a child run of this search.
         pretrained = cfg.pretrained or _baseline(cfg, extra_tags or {})
-        unet, ucfg, _ = registry.load_unet(pretrained, device="cpu")
-        net_cfg = ucfg["network"]
-        backbone = registry_backbone_name(net_cfg["name"], net_cfg.get("preset", "small"))
-        if net_cfg["name"] != cfg.backbone.name:
-            warnings.warn(
-                f"backbone={cfg.backbone.name} but the pretrained U-Net is a {net_cfg['name']}; searching on the latter",
-                stacklevel=2,
-            )
-        mlflow.set_tags({"pretrained": pretrained, "backbone": backbone})
-        tracker = tracker_for(run)
-        params = {**to_dict(cfg), "method": method, "pretrained": pretrained}
-        params["backbone"] = backbone
-        if method == "lth":
-            params.update({f"lth_{k}": v for k, v in to_dict(stability).items()})
-            bound = full_speed_js(cfg.arch_lr, stability.check_every * stability.window, len(cfg.ops))
-            params["lth_full_speed_js"] = bound
-            if stability.tau >= bound:
-                warnings.warn(
-                    f"tau={stability.tau:g} is at or above the JS divergence of an edge moving at Adam's full speed "
-                    f"between checks ({bound:.2g} for arch_lr={cfg.arch_lr:g}, check_every={stability.check_every}, "
-                    f"window={stability.window}); the stability test then reduces to the unchanged top-k condition",
-                    stacklevel=2,
-                )
-        else:
-            params["check_every"] = stability.check_every
-        tracker.log_params(params)
-        with tempfile.TemporaryDirectory() as tmp:
-            ckpt = Path(tmp) / "last.pt"
-            resume_path = download_checkpoint(resume_run, Path(tmp) / "resume")
-            result = run_search(
-                cfg,
-                unet,
-                data,
-                policy,
-                tracker=tracker,
-                stability=stability,
-                checkpoint_path=ckpt,
-                resume_from=resume_path,
-                on_epoch=lambda rec: tracker.log_artifact(ckpt, "checkpoints"),
-            )
-            tracker.log_artifact(ckpt, "checkpoints")
-            out_dir = Path(tmp) / "out"
-            gdir = out_dir / "genotype"
-            gdir.mkdir(parents=True)
-            genotype_json = result.genotype.to_json()
-            (gdir / "genotype.json").write_text(genotype_json)
-            (out_dir / "trajectory.json").write_text(json.dumps(result.trajectory))
-            (out_dir / "pruning_log.json").write_text(json.dumps(result.pruning_log, indent=1))
-            tracker.log_artifact(gdir)
-            tracker.log_artifact(out_dir / "trajectory.json")
-            tracker.log_artifact(out_dir / "pruning_log.json")
-            _log_plots(result.trajectory, stability if method == "lth" else None, tracker)
-        summary = {
-            "search_seconds": result.search_seconds,
-            "epochs_run": result.epochs_run,
-            "stopped_early": float(result.stopped_early),
-            "final_val_dice": result.trajectory["epochs"][-1]["val_dice"] if result.trajectory["epochs"] else float("nan"),
-            "pruning_events": len(result.pruning_log),
-        }
-        half = _epoch_time_split(result.trajectory)
-        summary.update(half)
-        if reference_run:
-            summary.update(_compare_with_reference(reference_run, result))
-        tracker.log_metrics(summary)
+        unet, backbone = _load_baseline(cfg, pretrained)
+        tracker.set_tags({"pretrained": pretrained, "backbone": backbone})
+        tracker.log_params(_search_params(cfg, method, stability, pretrained, backbone))
+        result = _search_and_log(cfg, unet, data, policy, tracker, resume_run, stability if method == "lth" else None)
+        tracker.log_metrics(_summary(result, reference_run))
         mv = registry.register_genotype(
             run.info.run_id,
             f"{run.info.artifact_uri}/genotype",
-            genotype_json,
+            result.genotype.to_json(),
             registry.cell_model_name(data.name, backbone),
             {
                 "method": method,
@@ -176,7 +113,6 @@ def run_search_step(
                 "pruning_events": len(result.pruning_log),
             },
         )
-        tracker.set_tags({"genotype": str(result.genotype), "cell_uri": mv.uri})
         outputs = {
             "run_id": run.info.run_id,
             "cell_uri": mv.uri,
@@ -184,7 +120,7 @@ def run_search_step(
             "epochs_run": result.epochs_run,
             "genotype": str(result.genotype),
         }
-        mlflow.set_tag("iac_outputs", json.dumps(outputs))
+        tracker.set_tags({"genotype": str(result.genotype), "cell_uri": mv.uri, "iac_outputs": json.dumps(outputs)})
     echo_done(
         f"search_{method}",
         run,
@@ -193,59 +129,100 @@ def run_search_step(
     return outputs
 
 
-def _epoch_time_split(trajectory: dict[str, Any]) -> dict[str, float]:
-    """Epoch times of a search: overall, with every operation, and once pruning has begun.
+def _load_baseline(cfg: SearchConfig, pretrained: str) -> tuple[Any, str]:
+    """The registered baseline U-Net on the CPU and its registry backbone name."""
+    from iac import registry
+    from iac.models import registry_backbone_name
 
-    ``mean_epoch_seconds_before_pruning`` averages the search epochs after the
-    warm-up (architecture steps running, every operation present) up to and
-    including the first epoch with a pruning event; ``..._after_pruning`` the
-    epochs after that one; ``last_epoch_seconds`` is the cost the search ended
-    at. Epochs count from 0, as in the trajectory.
-    """
-    import numpy as np
-
-    epochs = trajectory["epochs"]
-    if not epochs:
-        return {}
-    times = np.array([e["epoch_seconds"] for e in epochs])
-    out = {"mean_epoch_seconds": float(times.mean()), "last_epoch_seconds": float(times[-1])}
-    events = trajectory.get("events", [])
-    if events:
-        first = min(e["epoch"] for e in events)
-        warmup = min(int(trajectory.get("warmup_epochs") or 0), first)
-        before = times[warmup : first + 1]
-        after = times[first + 1 :]
-        if len(before):
-            out["mean_epoch_seconds_before_pruning"] = float(before.mean())
-        if len(after):
-            out["mean_epoch_seconds_after_pruning"] = float(after.mean())
-    return out
+    unet, ucfg, _ = registry.load_unet(pretrained, device="cpu")
+    net_cfg = ucfg["network"]
+    if net_cfg["name"] != cfg.backbone.name:
+        warnings.warn(
+            f"backbone={cfg.backbone.name} but the pretrained U-Net is a {net_cfg['name']}; searching on the latter",
+            stacklevel=3,
+        )
+    return unet, registry_backbone_name(net_cfg["name"], net_cfg.get("preset", "small"))
 
 
-def genotype_agreement(a, b) -> float:
-    """Share of (node, input, op) choices two genotypes have in common (1.0 = identical)."""
-    def choices(g):
-        out = set()
-        for level, cell in enumerate(g.cells):
-            for n, node in enumerate(cell.nodes):
-                for op, inp in node:
-                    out.add((level, n, int(inp), op))
-        return out
+def _search_params(cfg: SearchConfig, method: str, stability: StabilityConfig, pretrained: str, backbone: str
+                   ) -> dict[str, Any]:
+    """The run's parameters; for LTH with the stability settings and their full-speed bound."""
+    from iac.nas.stability import full_speed_js
 
-    ca, cb = choices(a), choices(b)
-    return len(ca & cb) / max(len(ca | cb), 1)
+    params = {**to_dict(cfg), "method": method, "pretrained": pretrained, "backbone": backbone}
+    if method == "lth":
+        params.update({f"lth_{k}": v for k, v in to_dict(stability).items()})
+        bound = full_speed_js(cfg.arch_lr, cfg.check_every * stability.window, len(cfg.ops))
+        params["lth_full_speed_js"] = bound
+        if stability.tau >= bound:
+            warnings.warn(
+                f"tau={stability.tau:g} is at or above the JS divergence of an edge moving at Adam's full speed "
+                f"between checks ({bound:.2g} for arch_lr={cfg.arch_lr:g}, check_every={cfg.check_every}, "
+                f"window={stability.window}); the stability test then reduces to the unchanged top-k condition",
+                stacklevel=3,
+            )
+    return params
+
+
+def _search_and_log(cfg, unet, data, policy, tracker, resume_run: str | None, stability: StabilityConfig | None):
+    """Run the search with a checkpoint logged every epoch; log genotype, trajectory, pruning log and plots."""
+    from iac.nas.genotype import save_genotype
+    from iac.nas.search import run_search
+    from iac.nas.trajectory import save_trajectory
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / "last.pt"
+        result = run_search(
+            cfg,
+            unet,
+            data,
+            policy,
+            tracker=tracker,
+            checkpoint_path=ckpt,
+            resume_from=download_checkpoint(resume_run, Path(tmp) / "resume"),
+            on_epoch=lambda rec: tracker.log_artifact(ckpt, "checkpoints"),
+        )
+        tracker.log_artifact(ckpt, "checkpoints")
+        out_dir = Path(tmp) / "out"
+        tracker.log_artifact(save_genotype(out_dir / "genotype", result.genotype).parent)
+        tracker.log_artifact(save_trajectory(out_dir / "trajectory.json", result.trajectory))
+        (out_dir / "pruning_log.json").write_text(json.dumps(result.pruning_log, indent=1))
+        tracker.log_artifact(out_dir / "pruning_log.json")
+        _log_plots(result.trajectory, stability, tracker)
+    return result
+
+
+def _summary(result, reference_run: str | None) -> dict[str, float]:
+    """Search time, epochs, early stop, final validation Dice, epoch-time split, and the reference comparison."""
+    from iac.nas.trajectory import epoch_time_split
+
+    epochs = result.trajectory["epochs"]
+    summary = {
+        "search_seconds": result.search_seconds,
+        "epochs_run": result.epochs_run,
+        "stopped_early": float(result.stopped_early),
+        "final_val_dice": epochs[-1]["val_dice"] if epochs else float("nan"),
+        "pruning_events": len(result.pruning_log),
+        **epoch_time_split(result.trajectory),
+    }
+    if reference_run:
+        summary.update(_compare_with_reference(reference_run, result))
+    return summary
 
 
 def _compare_with_reference(reference_run: str, result) -> dict[str, float]:
     import mlflow
 
-    from iac.nas.genotype import Genotype
+    from iac.nas.genotype import genotype_agreement, load_genotype
 
     ref = mlflow.get_run(reference_run)
     ref_secs = ref.data.metrics.get("search_seconds")
     local = mlflow.artifacts.download_artifacts(run_id=reference_run, artifact_path="genotype/genotype.json")
-    ref_geno = Genotype.from_json(Path(local).read_text())
-    out = {"genotype_agreement": genotype_agreement(ref_geno, result.genotype), "genotype_equal": float(ref_geno == result.genotype)}
+    ref_geno = load_genotype(local)
+    out = {
+        "genotype_agreement": genotype_agreement(ref_geno, result.genotype),
+        "genotype_equal": float(ref_geno == result.genotype),
+    }
     if ref_secs:
         out["speedup_vs_full"] = ref_secs / max(result.search_seconds, 1e-9)
         out["reference_search_seconds"] = ref_secs
@@ -253,27 +230,20 @@ def _compare_with_reference(reference_run: str, result) -> dict[str, float]:
 
 
 def _log_plots(trajectory: dict[str, Any], stability: StabilityConfig | None, tracker) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from iac.nas import plots
 
     for name, fig in plots.search_figures(trajectory, tau=stability.tau if stability else None).items():
         tracker.log_figure(fig, f"plots/{name}.png")
-        plt.close(fig)
 
 
 def run_random_cell(cfg: SearchConfig, extra_tags: dict[str, str] | None = None) -> dict[str, Any]:
     """Register a random genotype from the same search space (``method=random``)."""
-    import mlflow
     import numpy as np
 
     from iac import registry
     from iac.data.store import PreparedDataset
     from iac.models import registry_backbone_name
-    from iac.nas.genotype import SearchSpace, random_genotype
+    from iac.nas.genotype import SearchSpace, random_genotype, save_genotype
 
     data = PreparedDataset(cfg.data)
     space = SearchSpace.from_config(cfg)
@@ -287,11 +257,9 @@ def run_random_cell(cfg: SearchConfig, extra_tags: dict[str, str] | None = None)
     geno = random_genotype(space, np.random.default_rng(cfg.seed), n_levels=max(1, n_levels))
     tags = {"dataset": data.name, "backbone": backbone, "method": "random", "seed": cfg.seed, "data_fingerprint": data.fingerprint, **(extra_tags or {})}
     with step_run("random_cell", tags, run_name=f"random-cell-s{cfg.seed}") as run:
+        tracker = tracker_for(run)
         with tempfile.TemporaryDirectory() as tmp:
-            gdir = Path(tmp) / "genotype"
-            gdir.mkdir()
-            (gdir / "genotype.json").write_text(geno.to_json())
-            mlflow.log_artifacts(str(gdir), "genotype")
+            tracker.log_artifact(save_genotype(Path(tmp) / "genotype", geno).parent)
         mv = registry.register_genotype(
             run.info.run_id,
             f"{run.info.artifact_uri}/genotype",
@@ -300,7 +268,7 @@ def run_random_cell(cfg: SearchConfig, extra_tags: dict[str, str] | None = None)
             {"method": "random", "search_seconds": "0", "epochs_run": 0, "seed": cfg.seed, "data_fingerprint": data.fingerprint, "pretrained": cfg.pretrained or ""},
         )
         outputs = {"run_id": run.info.run_id, "cell_uri": mv.uri, "genotype": str(geno)}
-        mlflow.set_tag("iac_outputs", json.dumps(outputs))
+        tracker.set_tags({"iac_outputs": json.dumps(outputs)})
     return outputs
 
 
@@ -358,12 +326,13 @@ def build_search_config(o: dict[str, Any]) -> SearchConfig:
         device=o["device"],
         resume=optional(o["resume"]),
         max_slices_per_epoch=o["max_slices_per_epoch"] or None,
+        check_every=o["check_every"],
     )
     prepared_folder("data", o["data"])  # after the values: a usage error names the first bad option
     return cfg
 
 
-def _run(method: str, o: dict[str, Any], stability: StabilityConfig) -> None:
+def _run(method: str, o: dict[str, Any], stability: StabilityConfig | None) -> None:
     setup_logging()
     cfg = build_search_config(o)
     try:
@@ -376,7 +345,7 @@ def _run(method: str, o: dict[str, Any], stability: StabilityConfig) -> None:
 @search_options
 def search_full(**o: Any) -> None:
     """Full PC-DARTS search of an IAC cell (no pruning; the paper's 200 epochs)."""
-    _run("full", o, build_config(StabilityConfig, check_every=o["check_every"]))
+    _run("full", o, None)
 
 
 @click.command("search_lth")
@@ -392,6 +361,6 @@ def search_lth(tau: float, patience: int, window: int, smoothing: float, keep_sc
         schedule = tuple(int(x) for x in keep_schedule.split(","))
     except ValueError as e:
         raise click.BadParameter(f"{keep_schedule!r} is not a comma-separated list of integers", param_hint="--keep-schedule") from e
-    stab = build_config(StabilityConfig, tau=tau, patience=patience, window=window, check_every=o["check_every"],
-                        smoothing=smoothing, keep_schedule=schedule)
+    stab = build_config(StabilityConfig, tau=tau, patience=patience, window=window, smoothing=smoothing,
+                        keep_schedule=schedule)
     _run("lth", o, stab)

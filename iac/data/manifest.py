@@ -10,11 +10,10 @@ or parses it, so what ``prepare`` stores is exactly what later steps read.
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
+from iac.atomic import atomic_write_text
 from iac.data.layouts.base import DataError
 
 MANIFEST = "manifest.json"
@@ -33,15 +32,7 @@ def write_manifest(folder: str | Path, manifest: dict[str, Any]) -> Path:
     Returns:
         The manifest's path.
     """
-    path = Path(folder) / MANIFEST
-    tmp = path.with_name(f".{MANIFEST}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(json.dumps(manifest, indent=2))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(Path(folder) / MANIFEST, json.dumps(manifest, indent=2))
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
+from iac.atomic import atomic_write_text
 from iac.eval.metrics import check_policy
 
 # Columns every per-case file has, in this order (extra columns follow).
@@ -45,19 +44,6 @@ class PerCaseError(ValueError):
 def sidecar_path(path: str | Path) -> Path:
     """The JSON sidecar of a per-case CSV (``per_case.csv`` -> ``per_case.json``)."""
     return Path(path).with_suffix(".json")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _validate(df: pd.DataFrame, policy: str, source: str) -> pd.DataFrame:
@@ -149,8 +135,8 @@ def save_per_case(
         sidecar_text = json.dumps(sidecar, indent=2, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as err:
         raise PerCaseError(f"meta for {path} is not JSON-serialisable: {err}") from err
-    _atomic_write(path, df.to_csv(index=False, na_rep="nan", float_format="%.10g"))
-    _atomic_write(sidecar_path(path), sidecar_text + "\n")
+    atomic_write_text(path, df.to_csv(index=False, na_rep="nan", float_format="%.10g"))
+    atomic_write_text(sidecar_path(path), sidecar_text + "\n")
     return path
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -40,6 +41,9 @@ SCHEMA_VERSION = 1
 # ``cell_inputs`` setting -> number of input nodes of a cell.
 CELL_INPUTS = {"skip+up": 2, "skip": 1}
 
+
+# File name of a saved genotype (an MLflow artifact of every search run).
+GENOTYPE_FILE = "genotype.json"
 
 class GenotypeError(ValueError):
     """A genotype or search space that does not fit its schema."""
@@ -253,6 +257,13 @@ class Genotype:
             raise GenotypeError(f"level {level} has no cell; this per-level genotype has {len(self.cells)}")
         return self.cells[level]
 
+    def choices(self) -> frozenset[tuple[int, int, int, str]]:
+        """Every ``(level, node, input, operation)`` choice (level 0 for a shared cell)."""
+        return frozenset(
+            (level, n, int(src), op) for level, cell in enumerate(self.cells) for n, node in enumerate(cell.nodes)
+            for op, src in node
+        )
+
     def __str__(self) -> str:
         lines = [cell.describe(self.space.n_inputs) for cell in self.cells]
         if len(lines) == 1:
@@ -301,6 +312,36 @@ class Genotype:
         except json.JSONDecodeError as err:
             raise GenotypeError(f"genotype is not valid JSON: {err}") from None
         return cls.from_dict(data)
+
+
+def save_genotype(folder: str | Path, genotype: Genotype) -> Path:
+    """Write ``folder/genotype.json`` (canonical JSON, atomically); :func:`load_genotype` reads it."""
+    from iac.atomic import atomic_write_text
+
+    return atomic_write_text(Path(folder) / GENOTYPE_FILE, genotype.to_json())
+
+
+def load_genotype(path: str | Path) -> Genotype:
+    """Read a genotype written by :func:`save_genotype` (the file, or the folder holding it).
+
+    Raises:
+        GenotypeError: the file is missing or is not a valid genotype.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / GENOTYPE_FILE
+    if not path.is_file():
+        raise GenotypeError(f"{path}: no such genotype file")
+    try:
+        return Genotype.from_json(path.read_text())
+    except GenotypeError as err:
+        raise GenotypeError(f"{path}: {err}") from None
+
+
+def genotype_agreement(a: Genotype, b: Genotype) -> float:
+    """Jaccard share of the ``(level, node, input, operation)`` choices two genotypes have in common (1.0 = identical)."""
+    ca, cb = a.choices(), b.choices()
+    return len(ca & cb) / max(len(ca | cb), 1)
 
 
 @dataclass

@@ -243,7 +243,8 @@ class JSStabilityPruning(PruningPolicy):
     Args:
         space: The search space (operation order, nodes, ``steps_per_node``).
         cfg: Stability settings (``tau``, ``patience``, ``window``,
-            ``smoothing``, ``keep_schedule``); ``check_every`` is the loop's.
+            ``smoothing``, ``keep_schedule``); the check cadence is the
+            search's (``SearchConfig.check_every``).
     """
 
     kind = "js_stability"

@@ -127,8 +127,8 @@ def replay(
 ) -> ReplayResult:
     """Runs the IAC-LTH policy offline over the trajectory's checks.
 
-    The checks are used as recorded (``cfg.check_every`` is not applied: the
-    trajectory fixes the spacing of its checks).
+    The checks are used as recorded: the trajectory fixes their spacing
+    (the search's ``check_every``).
 
     Args:
         trajectory: A trajectory dict (:func:`iac.nas.trajectory.load_trajectory`).

@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping
 import torch
 from tqdm.auto import tqdm
 
-from iac.config import SearchConfig, StabilityConfig, to_dict
+from iac.config import SearchConfig, to_dict
 from iac.nas.architect import Architect
 from iac.nas.genotype import Genotype, SearchSpace
 from iac.nas.supernet import SearchNetwork
@@ -98,15 +98,14 @@ class SearchState:
         unet: The pre-trained baseline U-Net (wrapped, not copied).
         data: A :class:`iac.data.store.PreparedDataset`.
         policy: ``NoPruning`` or ``JSStabilityPruning``.
-        check_every: Architecture steps between two checks.
     """
 
-    def __init__(self, cfg: SearchConfig, unet: torch.nn.Module, data: Any, policy: Any, check_every: int) -> None:
+    def __init__(self, cfg: SearchConfig, unet: torch.nn.Module, data: Any, policy: Any) -> None:
         from iac.data.dataset import SliceDataset
         from iac.data.splits import split_search_halves
         from iac.train.losses import make_loss
 
-        self.cfg, self.data, self.policy, self.check_every = cfg, data, policy, int(check_every)
+        self.cfg, self.data, self.policy, self.check_every = cfg, data, policy, cfg.check_every
         self.device = resolve_device(cfg.device)
         self.amp = bool(cfg.amp and self.device.type == "cuda")
         space = SearchSpace.from_config(cfg)
@@ -245,7 +244,6 @@ def run_search(
     data: Any,
     policy: Any,
     tracker: Tracker | None = None,
-    stability: StabilityConfig | None = None,
     checkpoint_path: Path | None = None,
     resume_from: Path | None = None,
     stop_after_epochs: int | None = None,
@@ -260,8 +258,6 @@ def run_search(
         data: a :class:`iac.data.store.PreparedDataset`.
         policy: ``NoPruning`` or ``JSStabilityPruning`` (same interface).
         tracker: where per-epoch metrics go.
-        stability: supplies ``check_every`` (architecture steps between checks);
-            the default config's value is used when None.
         checkpoint_path: checkpoint written atomically after every epoch.
         resume_from: a checkpoint to continue from (same settings).
         stop_after_epochs: stop (as if killed) after this many epochs in total;
@@ -278,7 +274,7 @@ def run_search(
 
     tracker = tracker or Tracker()
     seed_everything(cfg.seed)
-    state = SearchState(cfg, unet, data, policy, (stability or StabilityConfig()).check_every)
+    state = SearchState(cfg, unet, data, policy)
     if resume_from is not None:
         state.load_state_dict(load_checkpoint(resume_from))
         log.info("resumed search at epoch %d (arch step %d)", state.epoch, state.arch_step)

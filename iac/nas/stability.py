@@ -7,7 +7,7 @@ last ``window`` distributions and counts how many consecutive checks the
 divergence stayed under ``tau`` while the top-k set did not change.
 
 What a check is belongs to the caller: the search checks every fixed number
-of *architecture steps* (``StabilityConfig.check_every``), not every epoch.
+of *architecture steps* (``SearchConfig.check_every``), not every epoch.
 With Adam, an architecture weight moves by about the learning rate per step
 whatever its gradient, so the divergence between two checks grows with the
 number of steps between them; counting steps keeps ``tau`` meaning the same

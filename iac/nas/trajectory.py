@@ -21,11 +21,12 @@ surviving operations, softmax(alpha) over them and the node weight beta.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
+from iac.atomic import atomic_write_text
 from iac.nas.genotype import Genotype, SearchSpace, discretize
 from iac.nas.pruning import edge_states_of
 
@@ -35,6 +36,7 @@ __all__ = [
     "trajectory_space",
     "final_genotype",
     "epoch_checks",
+    "epoch_time_split",
 ]
 
 # Keys every trajectory has, from the first epoch on.
@@ -55,20 +57,8 @@ def save_trajectory(path: str | Path, trajectory: Mapping[str, Any]) -> Path:
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
     """
-    path = Path(path)
     text = json.dumps(trajectory)  # serialise first: an unserialisable value leaves no file behind
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, text)
 
 
 def load_trajectory(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
@@ -127,3 +117,30 @@ def epoch_checks(trajectory: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
     for rec in trajectory["checks"]:
         out[int(rec["epoch"])] = rec
     return dict(sorted(out.items()))
+
+
+def epoch_time_split(trajectory: dict[str, Any]) -> dict[str, float]:
+    """Epoch times of a search: overall, with every operation, and once pruning has begun.
+
+    ``mean_epoch_seconds_before_pruning`` averages the search epochs after the
+    warm-up (architecture steps running, every operation present) up to and
+    including the first epoch with a pruning event; ``..._after_pruning`` the
+    epochs after that one; ``last_epoch_seconds`` is the cost the search ended
+    at. Epochs count from 0, as in the trajectory.
+    """
+    epochs = trajectory["epochs"]
+    if not epochs:
+        return {}
+    times = np.array([e["epoch_seconds"] for e in epochs])
+    out = {"mean_epoch_seconds": float(times.mean()), "last_epoch_seconds": float(times[-1])}
+    events = trajectory.get("events", [])
+    if events:
+        first = min(e["epoch"] for e in events)
+        warmup = min(int(trajectory.get("warmup_epochs") or 0), first)
+        before = times[warmup : first + 1]
+        after = times[first + 1 :]
+        if len(before):
+            out["mean_epoch_seconds_before_pruning"] = float(before.mean())
+        if len(after):
+            out["mean_epoch_seconds_after_pruning"] = float(after.mean())
+    return out

@@ -12,8 +12,8 @@ import math
 import numpy as np
 from scipy.stats import rankdata
 
-# Zero-difference handling of the signed-rank statistics (scipy's names).
-ZERO_METHODS = ("wilcox", "pratt", "zsplit")
+from iac.config import ZERO_METHODS  # zero-difference handling of the signed-rank statistics (scipy's names)
+
 # Bootstrap resamples drawn per block, to bound memory for large cohorts.
 _BOOT_BLOCK = 1000
 

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 from iac.config import BUDGETS, Budget, MainConfig
 
-# Overrides of the LTH stability settings and of the epoch counts; None keeps the preset's value.
-STABILITY_OVERRIDES = ("tau", "patience", "window", "check_every")
-EPOCH_OVERRIDES = ("baseline_epochs", "extra_epochs", "search_epochs", "warmup_epochs")
+# Overrides of the LTH stability settings, the epoch counts and the check cadence; None keeps the preset's value.
+STABILITY_OVERRIDES = ("tau", "patience", "window")
+SEARCH_OVERRIDES = ("baseline_epochs", "extra_epochs", "search_epochs", "warmup_epochs", "check_every")
 
 
 def resolve_budget(cfg: MainConfig) -> Budget:
@@ -21,7 +21,7 @@ def resolve_budget(cfg: MainConfig) -> Budget:
         raise ValueError(f"unknown budget {cfg.budget!r}; valid: {', '.join(BUDGETS)}")
     b = BUDGETS[cfg.budget]
     stab = replace(b.stability, **_given(cfg, STABILITY_OVERRIDES))
-    return replace(b, stability=stab, **_given(cfg, EPOCH_OVERRIDES))
+    return replace(b, stability=stab, **_given(cfg, SEARCH_OVERRIDES))
 
 
 def _given(cfg: MainConfig, names: tuple[str, ...]) -> dict[str, object]:

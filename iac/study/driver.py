@@ -94,6 +94,7 @@ class StudySteps:
             backbone=self.cfg.backbone,
             epochs=self.budget.search_epochs,
             warmup_epochs=self.budget.warmup_epochs,
+            check_every=self.budget.check_every,
             pretrained=pretrained,
             seed=seed,
             device=self.cfg.device,
@@ -104,9 +105,8 @@ class StudySteps:
         """One search (``full`` or ``lth``); LTH compares itself with ``reference_run``."""
         stability = self.budget.stability
         params = {**to_dict(scfg), "method": method, "data_fingerprint": self.fingerprint}
-        # The full search never prunes: of the stability settings only its check interval
-        # (how often the trajectory is recorded) changes its outputs.
-        params["stability"] = to_dict(stability) if method == "lth" else stability.check_every
+        if method == "lth":  # the full search never prunes: the stability settings do not change it
+            params["stability"] = to_dict(stability)
         return self.cache.run(
             f"search_{method}",
             f"search_{method} (seed {scfg.seed})",

@@ -71,7 +71,7 @@ def _header(cfg: MainConfig, budget: Budget, outputs: dict[str, Any], seconds: f
         f"- baseline {budget.baseline_epochs} epochs, +{budget.extra_epochs} epochs for every variant, "
         f"full search {budget.search_epochs} epochs (warm-up {budget.warmup_epochs})",
         f"- LTH: tau={stab.tau:g}, patience={stab.patience}, window={stab.window}, "
-        f"check every {stab.check_every} architecture steps, keep schedule {list(stab.keep_schedule)}",
+        f"keep schedule {list(stab.keep_schedule)}; both searches check every {budget.check_every} architecture steps",
         f"- prepared data: `{outputs['data']}` (fingerprint `{outputs['fingerprint'][:12]}`)",
         f"- seeds: {list(cfg.seeds)}; study wall time {seconds:.0f} s",
         "",

@@ -16,7 +16,7 @@ import pytest
 
 from iac.config import BackboneConfig, EvalConfig, PrepareConfig, SearchConfig, StabilityConfig, TrainConfig
 
-TINY_SEARCH = dict(epochs=3, warmup_epochs=1, max_slices_per_epoch=8, batch_size=4, cell_channels=4, nodes=2)
+TINY_SEARCH = dict(epochs=3, warmup_epochs=1, max_slices_per_epoch=8, batch_size=4, cell_channels=4, nodes=2, check_every=1)
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +43,13 @@ def chain(tmp_path_factory, mlflow_store):
         EvalConfig(model=out["baseline"]["model_uri"], data=data, split="test", save_predictions=True)
     )
     scfg = SearchConfig(data=data, pretrained=out["baseline"]["model_uri"], **TINY_SEARCH)
-    out["full"] = run_search_step(scfg, "full", StabilityConfig(check_every=1))
+    out["full"] = run_search_step(scfg, "full", None)
     icfg = TrainConfig(
         data=data, skip="iac", genotype=out["full"]["cell_uri"], epochs=1, batch_size=4, max_slices_per_epoch=8
     )
     out["iac"] = run_retrain(icfg)
     out["eval_val"] = run_evaluate(EvalConfig(model=out["iac"]["model_uri"], data=data, split="val"))
-    lth = StabilityConfig(tau=0.5, patience=1, window=1, check_every=1)
+    lth = StabilityConfig(tau=0.5, patience=1, window=1)
     out["lth"] = run_search_step(scfg, "lth", lth, reference_run=out["full"]["run_id"])
     return out
 

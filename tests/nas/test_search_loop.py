@@ -15,8 +15,9 @@ import torch
 
 from iac.config import PrepareConfig, SearchConfig, StabilityConfig
 
-CFG = dict(epochs=5, warmup_epochs=1, max_slices_per_epoch=8, batch_size=4, cell_channels=4, nodes=2, device="cpu")
-LTH = StabilityConfig(tau=0.5, patience=1, window=1, check_every=1)
+CFG = dict(epochs=5, warmup_epochs=1, max_slices_per_epoch=8, batch_size=4, cell_channels=4, nodes=2, device="cpu",
+           check_every=1)
+LTH = StabilityConfig(tau=0.5, patience=1, window=1)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def _search(data, kind: str, ckpt: Path, epochs: int | None = None, **kw):
     from iac.nas.search import run_search
 
     cfg = SearchConfig(data=data.root, **{**CFG, **({"epochs": epochs} if epochs else {})})
-    return run_search(cfg, _unet(data), data, _policy(kind, cfg), stability=LTH, checkpoint_path=ckpt, progress=False, **kw)
+    return run_search(cfg, _unet(data), data, _policy(kind, cfg), checkpoint_path=ckpt, progress=False, **kw)
 
 
 @pytest.mark.parametrize("kind", ["full", "lth"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from iac.config import BUDGETS, MainConfig
 from iac.study.report import write_report
