@@ -82,8 +82,8 @@ def check_positive(field: str, value: float | None, allow_zero: bool = False, op
 
 def check_fraction(field: str, value: float, closed_low: bool = True) -> None:
     """``value`` lies in [0, 1) (or (0, 1) when not ``closed_low``)."""
-    low_ok = value >= 0 if closed_low else value > 0
-    if not (isinstance(value, (int, float)) and low_ok and value < 1):
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (number and (value >= 0 if closed_low else value > 0) and value < 1):
         raise ConfigError(field, f"must be in {'[' if closed_low else '('}0, 1), got {value!r}")
 
 
