@@ -150,3 +150,27 @@ def test_unreadable_header(tmp_path):
     (tmp_path / "imagesTr" / "x_1.nii.gz").write_bytes(b"truncated")
     with pytest.raises(DataError, match="x_1.nii.gz: image header not readable"):
         discover(tmp_path, {})
+
+
+def test_label_without_channel_files(tmp_path):
+    make_nnunet(tmp_path, cases=("a", "b"))
+    for ch in ("0000", "0001"):
+        (tmp_path / "imagesTr" / f"b_{ch}.nii.gz").unlink()
+    with pytest.raises(DataError, match=r"labelsTr/b.nii.gz: label without image; expected .*imagesTr/b_0000.nii.gz"):
+        discover(tmp_path, {})
+
+
+def test_extra_channel_file(tmp_path):
+    make_nnunet(tmp_path, cases=("a", "b"))
+    write_image(tmp_path / "imagesTr" / "b_0002.nii.gz")
+    with pytest.raises(DataError, match=r"case 'b' has channel files b_0000, b_0001, b_0002; expected b_0000, b_0001"):
+        discover(tmp_path, {})
+
+
+def test_mixed_whole_and_channel_files(tmp_path):
+    make_msd(
+        tmp_path, cases=("x_1", "x_2"), modality={"0": "T1"}, labels={"0": "background", "1": "a"}, apple_double=False
+    )
+    (tmp_path / "imagesTr" / "x_2.nii.gz").rename(tmp_path / "imagesTr" / "x_2_0000.nii.gz")
+    with pytest.raises(DataError, match=r"mixes whole-case files \(x_1.nii.gz\) and per-channel files \(x_2_0000"):
+        discover(tmp_path, {})

@@ -203,6 +203,143 @@ def _channel_names(meta: dict[str, Any], where: Path) -> list[str]:
     return [keyed[i] for i in range(len(keyed))]
 
 
+# A case as found on disk: (case id, image files in channel order, channels on the last axis of one 4-D file).
+_Case = tuple[str, tuple[Path, ...], bool]
+
+
+def _read_dataset_json(source: Path) -> tuple[Path, dict[str, Any]]:
+    """Path and contents of ``source/dataset.json``.
+
+    Raises:
+        DataError: the file is missing or not a JSON object.
+    """
+    meta_path = source / "dataset.json"
+    if not meta_path.is_file():
+        raise DataError(
+            f"{source}: no dataset.json; expected an nnU-Net raw or Medical Segmentation Decathlon "
+            "folder with dataset.json, imagesTr/ and labelsTr/"
+        )
+    return meta_path, read_json(meta_path)
+
+
+def _label_files(labels_dir: Path, endings: Sequence[str]) -> dict[str, Path]:
+    """Label files of ``labels_dir`` by case id (the name without its ending).
+
+    Raises:
+        DataError: the folder holds no label file.
+    """
+    labels = {strip_ending(p.name, endings): p for p in image_files(labels_dir, endings)}
+    if not labels:
+        raise DataError(f"{labels_dir}: no label files ending in {' or '.join(endings)}")
+    return labels
+
+
+def _sort_images(
+    images_dir: Path, labels_dir: Path, labels: dict[str, Path], endings: Sequence[str]
+) -> tuple[dict[str, Path], dict[str, dict[int, Path]]]:
+    """Assign every image file of ``images_dir`` to the case of its label.
+
+    Returns:
+        ``(whole, split)``: case -> its single (3-D or 4-D) file, and case ->
+        {channel index: file} for ``<case>_XXXX`` per-channel files.
+
+    Raises:
+        DataError: an image whose name matches no label file.
+    """
+    whole: dict[str, Path] = {}
+    split: dict[str, dict[int, Path]] = {}
+    for img in image_files(images_dir, endings):
+        stem = strip_ending(img.name, endings)
+        m = _CHANNEL_SUFFIX.match(stem)
+        # The whole name wins: a case may itself end in _XXXX.
+        if stem in labels:
+            whole[stem] = img
+        elif m and m["case"] in labels:
+            split.setdefault(m["case"], {})[int(m["channel"])] = img
+        else:
+            raise DataError(
+                f"{img}: image without label; expected {labels_dir / (stem + endings[0])}"
+                + (f" or {labels_dir / (m['case'] + endings[0])}" if m else "")
+            )
+    return whole, split
+
+
+def _check_conventions(
+    images_dir: Path,
+    labels: dict[str, Path],
+    whole: dict[str, Path],
+    split: dict[str, dict[int, Path]],
+    endings: Sequence[str],
+) -> None:
+    """Refuse a folder mixing whole-case and per-channel files, or a label without image."""
+    if whole and split:
+        a, b = sorted(whole)[0], sorted(split)[0]
+        raise DataError(
+            f"{images_dir}: mixes whole-case files ({whole[a].name}) and per-channel files "
+            f"({split[b][min(split[b])].name}); expected one convention for all cases"
+        )
+    missing = sorted(set(labels) - set(whole) - set(split))
+    if missing:
+        raise DataError(
+            f"{labels[missing[0]]}: label without image; expected "
+            f"{images_dir / (missing[0] + ('_0000' if split else '') + endings[0])}"
+        )
+
+
+def _channel_files_case(case: str, found: dict[int, Path], n_ch: int, images_dir: Path) -> _Case:
+    """A case stored as one file per channel; every channel of ``dataset.json`` must be there, no more."""
+    if sorted(found) != list(range(n_ch)):
+        want = ", ".join(f"{case}_{i:04d}" for i in range(n_ch))
+        have = ", ".join(f"{case}_{i:04d}" for i in sorted(found))
+        raise DataError(
+            f"{images_dir}: case {case!r} has channel files {have}; expected {want} "
+            f"({n_ch} channels in dataset.json)"
+        )
+    return case, tuple(found[i] for i in range(n_ch)), False
+
+
+def _whole_file_case(case: str, img: Path, n_ch: int, meta_path: Path) -> _Case:
+    """A case stored as one file: 4-D with ``n_ch`` channels on its last axis, or 3-D when ``n_ch`` is 1.
+
+    Only the header is read, to get the size ``(x, y, z[, c])``.
+    """
+    size = header_size(img)
+    if len(size) == 4:
+        if size[3] != n_ch:
+            raise DataError(f"{img}: 4-D image with {size[3]} channels; expected {n_ch} as listed in {meta_path}")
+        return case, (img,), True
+    if n_ch != 1:
+        raise DataError(
+            f"{img}: {len(size)}-D image; expected a 4-D file with {n_ch} channels "
+            f"or per-channel files {case}_0000..{case}_{n_ch - 1:04d}"
+        )
+    return case, (img,), False
+
+
+def _select_case_channels(
+    cases: list[_Case], channels: list[str], requested: Any, source: Path
+) -> tuple[list[_Case], list[int]]:
+    """Keep the ``requested`` channels of every case.
+
+    Returns:
+        The cases with their files narrowed to the picked channels, and the
+        picked channel indices.
+
+    Raises:
+        DataError: unknown names, or a strict subset asked of 4-D files (their
+            channels cannot be dropped file by file).
+    """
+    picked = select_channels(channels, requested, source)
+    if picked != list(range(len(channels))):
+        if any(four_d for _, _, four_d in cases):
+            raise DataError(
+                f"{source}: channel selection {requested!r} is not available for 4-D "
+                f"images; expected all channels ({', '.join(channels)}) or per-channel files"
+            )
+        cases = [(c, tuple(files[i] for i in picked), f) for c, files, f in cases]
+    return cases, picked
+
+
 @register_layout("nnunet")
 def discover(source: Path, options: dict) -> Discovery:
     """Scan an nnU-Net raw or MSD folder.
@@ -224,13 +361,7 @@ def discover(source: Path, options: dict) -> Discovery:
     source = require_dir(
         Path(source), "an nnU-Net raw or Medical Segmentation Decathlon folder (dataset.json, imagesTr/, labelsTr/)"
     )
-    meta_path = source / "dataset.json"
-    if not meta_path.is_file():
-        raise DataError(
-            f"{source}: no dataset.json; expected an nnU-Net raw or Medical Segmentation Decathlon "
-            "folder with dataset.json, imagesTr/ and labelsTr/"
-        )
-    meta = read_json(meta_path)
+    meta_path, meta = _read_dataset_json(source)
     channels = _channel_names(meta, meta_path)
     label_names, regions = parse_labels(meta.get("labels"), meta_path)
     ending = meta.get("file_ending")
@@ -238,74 +369,18 @@ def discover(source: Path, options: dict) -> Discovery:
     images_dir = require_dir(source / "imagesTr", "a folder of training images next to dataset.json")
     labels_dir = require_dir(source / "labelsTr", "a folder of training labels next to dataset.json")
 
-    labels = {strip_ending(p.name, endings): p for p in image_files(labels_dir, endings)}
-    if not labels:
-        raise DataError(f"{labels_dir}: no label files ending in {' or '.join(endings)}")
-    whole: dict[str, Path] = {}
-    split: dict[str, dict[int, Path]] = {}
-    for img in image_files(images_dir, endings):
-        stem = strip_ending(img.name, endings)
-        m = _CHANNEL_SUFFIX.match(stem)
-        if stem in labels:
-            whole[stem] = img
-        elif m and m["case"] in labels:
-            split.setdefault(m["case"], {})[int(m["channel"])] = img
-        else:
-            raise DataError(
-                f"{img}: image without label; expected {labels_dir / (stem + endings[0])}"
-                + (f" or {labels_dir / (m['case'] + endings[0])}" if m else "")
-            )
-    if whole and split:
-        a, b = sorted(whole)[0], sorted(split)[0]
-        raise DataError(
-            f"{images_dir}: mixes whole-case files ({whole[a].name}) and per-channel files "
-            f"({split[b][min(split[b])].name}); expected one convention for all cases"
-        )
-    missing = sorted(set(labels) - set(whole) - set(split))
-    if missing:
-        raise DataError(
-            f"{labels[missing[0]]}: label without image; expected "
-            f"{images_dir / (missing[0] + ('_0000' if split else '') + endings[0])}"
-        )
-
+    labels = _label_files(labels_dir, endings)
+    whole, split = _sort_images(images_dir, labels_dir, labels, endings)
+    _check_conventions(images_dir, labels, whole, split, endings)
     n_ch = len(channels)
-    cases: list[tuple[str, tuple[Path, ...], bool]] = []
-    for case in sorted(labels):
-        if case in split:
-            found = split[case]
-            if sorted(found) != list(range(n_ch)):
-                want = ", ".join(f"{case}_{i:04d}" for i in range(n_ch))
-                have = ", ".join(f"{case}_{i:04d}" for i in sorted(found))
-                raise DataError(
-                    f"{images_dir}: case {case!r} has channel files {have}; expected {want} "
-                    f"({n_ch} channels in dataset.json)"
-                )
-            cases.append((case, tuple(found[i] for i in range(n_ch)), False))
-            continue
-        img = whole[case]
-        size = header_size(img)
-        if len(size) == 4:
-            if size[3] != n_ch:
-                raise DataError(
-                    f"{img}: 4-D image with {size[3]} channels; expected {n_ch} as listed in {meta_path}"
-                )
-            cases.append((case, (img,), True))
-        elif n_ch != 1:
-            raise DataError(
-                f"{img}: {len(size)}-D image; expected a 4-D file with {n_ch} channels "
-                f"or per-channel files {case}_0000..{case}_{n_ch - 1:04d}"
-            )
-        else:
-            cases.append((case, (img,), False))
+    cases = [
+        _channel_files_case(case, split[case], n_ch, images_dir)
+        if case in split
+        else _whole_file_case(case, whole[case], n_ch, meta_path)
+        for case in sorted(labels)
+    ]
+    cases, picked = _select_case_channels(cases, channels, options.get("modalities"), source)
 
-    picked = select_channels(channels, options.get("modalities"), source)
-    if picked != list(range(n_ch)):
-        if any(four_d for _, _, four_d in cases):
-            raise DataError(
-                f"{source}: channel selection {options.get('modalities')!r} is not available for 4-D "
-                f"images; expected all channels ({', '.join(channels)}) or per-channel files"
-            )
-        cases = [(c, tuple(files[i] for i in picked), f) for c, files, f in cases]
     names = tuple(channels[i] for i in picked)
     info = LayoutInfo(
         name=slug(source.resolve().name, "nnunet"),
