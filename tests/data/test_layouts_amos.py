@@ -107,3 +107,15 @@ def test_empty_folder(tmp_path):
     (tmp_path / "dataset.json").write_text(json.dumps({"labels": AMOS_LABELS}))
     with pytest.raises(DataError, match="imagesTr: does not exist; expected AMOS22 training images"):
         discover(tmp_path, {})
+
+
+def test_id_in_training_and_validation(tmp_path):
+    make_amos(tmp_path, train_ids=(1, 3), val_ids=(3,))
+    with pytest.raises(DataError, match="imagesVa/amos_0003.nii.gz: case amos_0003 also found in .*imagesTr"):
+        discover(tmp_path, {})
+
+
+def test_no_ct_scan_lists_both_subsets(tmp_path):
+    make_amos(tmp_path, train_ids=(501,), val_ids=(502,))
+    with pytest.raises(DataError, match=r"no labelled CT scans \(ids <= 500\) in imagesTr, imagesVa"):
+        discover(tmp_path, {})
