@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from iac.data.layouts import get_layout
@@ -59,3 +60,15 @@ def test_written_in_acdc_layout_and_read_back(tmp_path):
     assert img.GetSpacing()[:2] == (SPEC.spacing_xy, SPEC.spacing_xy)
     assert img.GetSize() == lab.GetSize() and img.GetSize()[:2] == (24, 24)
     assert np.allclose(img.GetDirection(), lab.GetDirection())
+
+
+def test_random_stream_order_is_pinned():
+    # The origin is the last draw of a patient's stream, so it moves if any earlier
+    # draw is added, removed or reordered (which must come with a PHANTOM_VERSION bump).
+    p = synthesize_patient(1, seed=0, size=32)
+    assert (p["frames"][1][0].shape[0], p["es"]) == (12, 15)
+    assert p["spacing"][2] == pytest.approx(8.671414150618679, rel=1e-12)
+    assert p["origin"] == pytest.approx((-57.95949945372749, 57.74651128238194, -66.86343018216311), rel=1e-12)
+    q = synthesize_patient(2, seed=7, size=64)
+    assert (q["frames"][1][0].shape[0], q["es"]) == (10, 10)
+    assert q["origin"] == pytest.approx((20.512060832485705, -125.14582386547897, -34.06555484817751), rel=1e-12)
