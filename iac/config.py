@@ -206,6 +206,8 @@ class TrainConfig:
         check_one_of("skip", self.skip, SKIPS)
         if self.skip == "iac" and not self.genotype:
             raise ConfigError("genotype", "skip=iac needs a genotype (models:/iac-cell-..., runs:/<id> or a genotype.json path)")
+        if self.skip != "iac" and self.genotype:
+            raise ConfigError("genotype", f"is only used with skip=iac (skip={self.skip})")
         for name in ("epochs", "lr", "batch_size", "val_every"):
             check_positive(name, getattr(self, name))
         for name in ("weight_decay", "min_lr", "num_workers", "dice_weight", "ce_weight"):

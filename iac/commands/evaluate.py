@@ -19,7 +19,6 @@ from iac.commands.common import (
 )
 from iac.config import EvalConfig, to_dict
 
-SPLITS = ("train", "val", "test")
 # Model-version tags copied onto the evaluate run so `stats` can select by them.
 COPIED_TAGS = ("skip", "method", "seed", "data_fingerprint", "pretrained", "genotype", "backbone", "dataset")
 
@@ -41,12 +40,9 @@ def model_method(tags: dict[str, str]) -> str:
 
 def run_evaluate(cfg: EvalConfig, extra_tags: dict[str, str] | None = None) -> dict[str, Any]:
     """Evaluate ``cfg.model`` on ``cfg.split`` inside its own MLflow run; returns outputs."""
-    import mlflow
-
     from iac import registry
     from iac.data.store import PreparedDataset
     from iac.eval.evaluate import evaluate_network
-    from iac.eval.per_case import save_per_case
     from iac.train.device import resolve_device
 
     data = PreparedDataset(cfg.data)
@@ -58,7 +54,35 @@ def run_evaluate(cfg: EvalConfig, extra_tags: dict[str, str] | None = None) -> d
             f"warning: {cfg.model} was trained on prepared data {trained_fp[:8]}, evaluating on {data.fingerprint[:8]}",
             err=True,
         )
-    tags = {k: mtags[k] for k in COPIED_TAGS if k in mtags}
+    tags = _run_tags(cfg, data, config, mtags, extra_tags)
+    with step_run("evaluate", tags, run_name=f"evaluate-{cfg.split}") as run:
+        tracker = tracker_for(run)
+        tracker.log_params(to_dict(cfg))
+        with tempfile.TemporaryDirectory() as tmp:
+            pred_dir = Path(tmp) / "predictions" if cfg.save_predictions else None
+            result = evaluate_network(
+                net, data, cfg.split, device, cfg.batch_size, cfg.empty_policy, predictions_dir=pred_dir
+            )
+            _log_per_case(result.per_case, Path(tmp), cfg, data, tags, tracker)
+            if pred_dir is not None:
+                tracker.log_artifact(pred_dir, "predictions")
+        tracker.log_metrics({**result.aggregates, "seconds_per_case": result.seconds_per_case})
+        dice = result.aggregates["dice_patient_mean_fg"]
+        # Validation Dice of a retrained cell goes back to the cell's version.
+        if cfg.split == "val" and mtags.get("skip") == "iac" and mtags.get("genotype", "").startswith("models:/"):
+            cell = registry.resolve(mtags["genotype"])
+            registry.set_version_tags(cell.name, cell.version, {"val_dice": f"{dice:.6f}", "val_dice_model": cfg.model})
+            registry.update_champion(cell.name, cell.tags.get("data_fingerprint", data.fingerprint))
+        outputs = {"run_id": run.info.run_id, "dice": dice, "split": cfg.split, "method": tags["method"]}
+        tracker.set_tags({"iac_outputs": json.dumps(outputs)})
+    echo_done("evaluate", run, f"mean foreground Dice (patient level) {dice:.4f} on {cfg.split}")
+    return outputs
+
+
+def _run_tags(cfg: EvalConfig, data, config: dict[str, Any], mtags: dict[str, str],
+              extra_tags: dict[str, str] | None) -> dict[str, Any]:
+    """The evaluate run's tags: the model version's (COPIED_TAGS) plus what was evaluated where."""
+    tags: dict[str, Any] = {k: mtags[k] for k in COPIED_TAGS if k in mtags}
     tags.update(
         {
             "dataset": data.name,
@@ -71,44 +95,27 @@ def run_evaluate(cfg: EvalConfig, extra_tags: dict[str, str] | None = None) -> d
     )
     tags.setdefault("data_fingerprint", data.fingerprint)
     tags.update(extra_tags or {})
-    with step_run("evaluate", tags, run_name=f"evaluate-{cfg.split}") as run:
-        tracker = tracker_for(run)
-        tracker.log_params(to_dict(cfg))
-        with tempfile.TemporaryDirectory() as tmp:
-            pred_dir = Path(tmp) / "predictions" if cfg.save_predictions else None
-            result = evaluate_network(
-                net, data, cfg.split, device, cfg.batch_size, cfg.empty_policy, predictions_dir=pred_dir
-            )
-            meta = {
-                "empty_policy": cfg.empty_policy,
-                "dataset": data.name,
-                "data_fingerprint": data.fingerprint,
-                "split": cfg.split,
-                "model": cfg.model,
-                "method": tags["method"],
-                "seed": tags.get("seed"),
-                "backbone": tags.get("backbone"),
-            }
-            csv = Path(tmp) / "per_case.csv"
-            save_per_case(result.per_case, csv, meta)
-            tracker.log_artifact(csv)
-            sidecar = csv.with_suffix(".json")
-            if sidecar.exists():
-                tracker.log_artifact(sidecar)
-            if pred_dir is not None:
-                tracker.log_artifact(pred_dir, "predictions")
-        metrics = {**result.aggregates, "seconds_per_case": result.seconds_per_case}
-        tracker.log_metrics(metrics)
-        dice = result.aggregates["dice_patient_mean_fg"]
-        # Validation Dice of a retrained cell goes back to the cell's version.
-        if cfg.split == "val" and mtags.get("skip") == "iac" and mtags.get("genotype", "").startswith("models:/"):
-            cell = registry.resolve(mtags["genotype"])
-            registry.set_version_tags(cell.name, cell.version, {"val_dice": f"{dice:.6f}", "val_dice_model": cfg.model})
-            registry.update_champion(cell.name, cell.tags.get("data_fingerprint", data.fingerprint))
-        outputs = {"run_id": run.info.run_id, "dice": dice, "split": cfg.split, "method": tags["method"]}
-        mlflow.set_tag("iac_outputs", json.dumps(outputs))
-    echo_done("evaluate", run, f"mean foreground Dice (patient level) {dice:.4f} on {cfg.split}")
-    return outputs
+    return tags
+
+
+def _log_per_case(per_case, folder: Path, cfg: EvalConfig, data, tags: dict[str, Any], tracker) -> None:
+    """Save ``per_case.csv`` with its JSON sidecar (what ``stats`` reads back) and log both."""
+    from iac.eval.per_case import save_per_case
+
+    meta = {
+        "empty_policy": cfg.empty_policy,
+        "dataset": data.name,
+        "data_fingerprint": data.fingerprint,
+        "split": cfg.split,
+        "model": cfg.model,
+        "method": tags["method"],
+        "seed": tags.get("seed"),
+        "backbone": tags.get("backbone"),
+    }
+    csv = save_per_case(per_case, folder / "per_case.csv", meta)
+    tracker.log_artifact(csv)
+    if csv.with_suffix(".json").exists():
+        tracker.log_artifact(csv.with_suffix(".json"))
 
 
 @click.command("evaluate")

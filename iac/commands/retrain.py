@@ -29,38 +29,14 @@ from iac.config import BackboneConfig, TrainConfig, to_dict
 
 def run_retrain(cfg: TrainConfig, extra_tags: dict[str, str] | None = None, resume_run: str | None = None) -> dict[str, Any]:
     """Train and register one U-Net inside its own MLflow run; returns outputs."""
-    import mlflow
-
-    from iac import registry
     from iac.data.store import PreparedDataset
     from iac.models import registry_backbone_name
-    from iac.nas.genotype import Genotype
-    from iac.train.retrain import (
-        build_network,
-        load_pretrained,
-        model_config,
-        train_network,
-    )
 
     data = PreparedDataset(cfg.data)
-    genotype_json, cell_tags, genotype_uri = None, {}, None
-    if cfg.skip == "iac":
-        if not cfg.genotype:
-            raise ValueError("skip=iac needs --genotype (models:/iac-cell-<dataset>-<backbone>/N, runs:/<id> or a genotype.json path)")
-        genotype_json, cell_tags = registry.load_genotype_json(cfg.genotype)
-        Genotype.from_json(genotype_json).validate()
-        genotype_uri = registry.resolve(cfg.genotype).uri if cfg.genotype.startswith("models:/") else cfg.genotype
-    elif cfg.genotype:
-        raise ValueError(f"--genotype is only used with skip=iac (skip={cfg.skip})")
+    genotype_json, cell_tags, genotype_uri = _resolve_cell(cfg)
     pretrained = cfg.pretrained or cell_tags.get("pretrained") or None
-    pre_state, pre_config = None, None
-    if pretrained:
-        pre_net, pre_config, _ = registry.load_unet(pretrained, device="cpu")
-        pre_state = pre_net.state_dict()
-    net = build_network(cfg, data.in_channels, data.num_classes, genotype_json, pre_config)
-    fresh = load_pretrained(net, pre_state) if pre_state is not None else None
-    net_cfg = net.config
-    backbone = registry_backbone_name(net_cfg["name"], net_cfg.get("preset", "small"))
+    net, fresh = _network(cfg, data, genotype_json, pretrained)
+    backbone = registry_backbone_name(net.config["name"], net.config.get("preset", "small"))
     tags = {
         "dataset": data.name,
         "backbone": backbone,
@@ -80,24 +56,12 @@ def run_retrain(cfg: TrainConfig, extra_tags: dict[str, str] | None = None, resu
         tracker.log_params(params)
         if fresh is not None:
             tracker.log_params({"fresh_tensors_after_pretrained": len(fresh)})
-        with tempfile.TemporaryDirectory() as tmp:
-            ckpt_dir = Path(tmp) / "ckpt"
-            resume_path = download_checkpoint(resume_run, Path(tmp) / "resume")
-            outcome = train_network(
-                cfg,
-                net,
-                data,
-                tracker,
-                ckpt_dir,
-                resume_from=resume_path,
-                on_epoch_end=lambda rec: tracker.log_artifact(ckpt_dir / "last.pt", "checkpoints"),
-            )
-        val = outcome.val_dice
+        outcome = _train(cfg, net, data, tracker, resume_run)
         tracker.log_metrics({"n_parameters": outcome.n_parameters, "train_seconds": outcome.seconds})
-        mtags = {
+        model_tags = {
             "skip": cfg.skip,
             "seed": cfg.seed,
-            "val_dice": f"{val:.6f}" if val is not None else "nan",
+            "val_dice": f"{outcome.val_dice:.6f}" if outcome.val_dice is not None else "nan",
             "data_fingerprint": data.fingerprint,
             "pretrained": pretrained or "",
             "backbone": backbone,
@@ -106,15 +70,72 @@ def run_retrain(cfg: TrainConfig, extra_tags: dict[str, str] | None = None, resu
             "train_run": run.info.run_id,
         }
         if cfg.skip == "iac":
-            mtags["genotype"] = genotype_uri
-            mtags["cell_method"] = cell_tags.get("method", "file")
-        name = registry.unet_model_name(data.name, backbone)
-        mv = registry.register_unet(run.info.run_id, outcome.state, model_config(net, data, backbone), name, mtags)
-        registry.update_champion(name, data.fingerprint)
-        outputs = {"run_id": run.info.run_id, "model_uri": mv.uri, "val_dice": val}
-        mlflow.set_tag("iac_outputs", json.dumps(outputs))
-    echo_done("retrain", run, f"registered {mv.uri} (val Dice {val:.4f})" if val is not None else f"registered {mv.uri}")
+            model_tags.update({"genotype": genotype_uri, "cell_method": cell_tags.get("method", "file")})
+        uri = _register(run.info.run_id, outcome.state, net, data, backbone, model_tags)
+        outputs = {"run_id": run.info.run_id, "model_uri": uri, "val_dice": outcome.val_dice}
+        tracker.set_tags({"iac_outputs": json.dumps(outputs)})
+    val = outcome.val_dice
+    echo_done("retrain", run, f"registered {uri} (val Dice {val:.4f})" if val is not None else f"registered {uri}")
     return outputs
+
+
+def _resolve_cell(cfg: TrainConfig) -> tuple[str | None, dict[str, str], str | None]:
+    """With ``skip=iac``: the cell's genotype JSON, its version tags and its resolved URI (else Nones)."""
+    from iac import registry
+    from iac.nas.genotype import Genotype
+
+    if cfg.skip != "iac":
+        return None, {}, None
+    genotype_json, cell_tags = registry.load_genotype_json(cfg.genotype)
+    Genotype.from_json(genotype_json).validate()
+    uri = registry.resolve(cfg.genotype).uri if cfg.genotype.startswith("models:/") else cfg.genotype
+    return genotype_json, cell_tags, uri
+
+
+def _network(cfg: TrainConfig, data, genotype_json: str | None, pretrained: str | None):
+    """The network to train, with the registered ``pretrained`` U-Net's weights loaded when given.
+
+    Returns:
+        ``(network, names of tensors not in the pretrained weights or None)``.
+    """
+    from iac import registry
+    from iac.train.retrain import build_network, load_pretrained
+
+    pre_state, pre_config = None, None
+    if pretrained:
+        pre_net, pre_config, _ = registry.load_unet(pretrained, device="cpu")
+        pre_state = pre_net.state_dict()
+    net = build_network(cfg, data.in_channels, data.num_classes, genotype_json, pre_config)
+    fresh = load_pretrained(net, pre_state) if pre_state is not None else None
+    return net, fresh
+
+
+def _train(cfg: TrainConfig, net, data, tracker, resume_run: str | None):
+    """Train with a checkpoint logged after every epoch (what ``resume`` continues from)."""
+    from iac.train.retrain import train_network
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt_dir = Path(tmp) / "ckpt"
+        return train_network(
+            cfg,
+            net,
+            data,
+            tracker,
+            ckpt_dir,
+            resume_from=download_checkpoint(resume_run, Path(tmp) / "resume"),
+            on_epoch_end=lambda rec: tracker.log_artifact(ckpt_dir / "last.pt", "checkpoints"),
+        )
+
+
+def _register(run_id: str, state, net, data, backbone: str, model_tags: dict[str, Any]) -> str:
+    """Register the trained weights as a new version of ``iac-unet-<dataset>-<backbone>`` and move its champion."""
+    from iac import registry
+    from iac.train.retrain import model_config
+
+    name = registry.unet_model_name(data.name, backbone)
+    mv = registry.register_unet(run_id, state, model_config(net, data, backbone), name, model_tags)
+    registry.update_champion(name, data.fingerprint)
+    return mv.uri
 
 
 @click.command("retrain")

@@ -14,9 +14,8 @@ from typing import Iterable
 
 import numpy as np
 
+from iac.config import SPLIT_NAMES as SPLITS
 from iac.data.layouts.base import DataError
-
-SPLITS = ("train", "val", "test")
 
 
 def split_patients(

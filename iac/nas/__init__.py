@@ -1,9 +1,14 @@
 """Neural architecture search of implantable adaptive cells (PC-DARTS style).
 
-One concept per module: ``operations`` (candidate ops), ``mixed_op``
-(partial-channel mixed op), ``cell`` (search and discrete cells),
-``genotype`` (search space, genotype, discretisation), ``implant`` (cells in
-the skips of a U-Net) and ``supernet`` (the search network).
+One concept per module, in the order of the method: ``operations``
+(candidate ops), ``mixed_op`` (partial-channel mixed op), ``cell`` (search
+and discrete cells), ``implant`` (cells in the skips of a U-Net),
+``supernet`` (the search network), ``architect`` (the architecture step),
+``stability`` (the Jensen–Shannon stability test), ``pruning`` (policies and
+pruning events), ``search`` (the one search loop), ``genotype`` (search
+space, discretisation, genotype save/load), ``trajectory`` (the search
+record, save/load), ``replay`` (the policy replayed offline), ``analysis``
+(trajectory analyses) and ``plots`` (every search figure).
 """
 
 from iac.nas.cell import DiscreteCell, SearchCell

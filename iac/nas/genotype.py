@@ -35,6 +35,10 @@ __all__ = [
     "discretize",
     "random_genotype",
     "edge_key",
+    "GENOTYPE_FILE",
+    "save_genotype",
+    "load_genotype",
+    "genotype_agreement",
 ]
 
 SCHEMA_VERSION = 1

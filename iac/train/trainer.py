@@ -101,6 +101,7 @@ class Trainer:
         on_epoch_end: Called with each epoch's record after its checkpoint.
     """
 
+    # Long only because it stores and checks each documented setting; the logic is in fit().
     def __init__(
         self,
         model: nn.Module,

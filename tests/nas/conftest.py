@@ -107,3 +107,15 @@ def space() -> SearchSpace:
 def image() -> torch.Tensor:
     torch.manual_seed(1)
     return torch.randn(BATCH, 1, IMAGE, IMAGE)
+
+
+@pytest.fixture(scope="session")
+def tiny_phantom(tmp_path_factory):
+    """A prepared 6-patient phantom at 32x32 (real prepare, real store), shared by the search tests."""
+    from iac.config import PrepareConfig
+    from iac.data.prepare import prepare_dataset
+    from iac.data.store import PreparedDataset
+
+    out = tmp_path_factory.mktemp("tiny_phantom") / "prepared"
+    prepare_dataset(PrepareConfig(out=out, phantom_patients=6, phantom_size=32, workers=1), progress=False)
+    return PreparedDataset(out)

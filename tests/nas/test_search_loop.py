@@ -13,21 +13,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from iac.config import PrepareConfig, SearchConfig, StabilityConfig
+from iac.config import SearchConfig, StabilityConfig
 
 CFG = dict(epochs=5, warmup_epochs=1, max_slices_per_epoch=8, batch_size=4, cell_channels=4, nodes=2, device="cpu",
            check_every=1)
 LTH = StabilityConfig(tau=0.5, patience=1, window=1)
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    from iac.data.prepare import prepare_dataset
-    from iac.data.store import PreparedDataset
-
-    out = tmp_path_factory.mktemp("search") / "prepared"
-    prepare_dataset(PrepareConfig(out=out, phantom_patients=6, phantom_size=32, workers=1), progress=False)
-    return PreparedDataset(out)
+@pytest.fixture
+def data(tiny_phantom):
+    return tiny_phantom
 
 
 def _unet(data):
@@ -65,6 +60,10 @@ def test_interrupted_then_resumed_search_equals_uninterrupted(data, tmp_path, ki
     assert resumed.pruning_log == whole.pruning_log
     strip = lambda cs: [{k: v for k, v in c.items()} for c in cs]  # noqa: E731
     assert strip(resumed.trajectory["checks"]) == strip(whole.trajectory["checks"])
+    # Every epoch record, the killed run's last one included, carries its timing.
+    cum = [e["cum_seconds"] for e in resumed.trajectory["epochs"]]
+    assert all(e["epoch_seconds"] > 0 for e in resumed.trajectory["epochs"]) and cum == sorted(cum)
+    assert resumed.search_seconds == pytest.approx(cum[-1])
     a, b = load_checkpoint(tmp_path / "whole.pt")["model"], load_checkpoint(tmp_path / "cut.pt")["model"]
     assert a.keys() == b.keys()
     for k in a:
@@ -110,3 +109,11 @@ def test_weight_and_architecture_halves_are_disjoint_patients(data):
     assert w and a and not set(w) & set(a)
     assert sorted(w + a) == sorted(data.patients("train"))
     assert split_search_halves(data.patients("train"), seed=0) == (w, a)
+
+
+def test_a_checkpoint_of_another_kind_is_refused(data, tmp_path):
+    from iac.train.checkpoint import CheckpointError, save_checkpoint
+
+    save_checkpoint(tmp_path / "other.pt", {"kind": "iac.train.Trainer", "version": 1})
+    with pytest.raises(CheckpointError, match="not a search checkpoint"):
+        _search(data, "full", tmp_path / "x.pt", resume_from=tmp_path / "other.pt")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from iac.config import PrepareConfig, SearchConfig
+from iac.config import SearchConfig
 
 REFERENCE = "n2<-avg_pool_3x3(0),skip_connect(1) | n3<-avg_pool_3x3(0),avg_pool_3x3(2)"
 SETTINGS = dict(
@@ -23,14 +23,9 @@ SETTINGS = dict(
 MARGIN = 0.05  # smallest lead of a decision over its runner-up (softmax weight or edge score)
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    from iac.data.prepare import prepare_dataset
-    from iac.data.store import PreparedDataset
-
-    out = tmp_path_factory.mktemp("reference") / "prepared"
-    prepare_dataset(PrepareConfig(out=out, phantom_patients=6, phantom_size=32, workers=1), progress=False)
-    return PreparedDataset(out)
+@pytest.fixture
+def data(tiny_phantom):
+    return tiny_phantom
 
 
 def _final_edges(result):
