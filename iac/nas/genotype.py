@@ -13,6 +13,7 @@ cell; the search, the stability policy and the offline replay all use it.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from dataclasses import dataclass
@@ -359,6 +360,11 @@ class EdgeState:
         beta: the edge's softmax(beta) weight among its node's alive edges
             (0.0 for a dead edge).
         alive: False once the edge was pruned away.
+        mass: the probability mass the surviving operations held among all
+            of the edge's operations when it was last pruned (the product
+            over successive prunings; 1.0 before any). ``mass * alpha`` is
+            the operations' weight in the full search's view, and it does not
+            change under a common shift of the surviving logits.
     """
 
     src: int
@@ -367,22 +373,28 @@ class EdgeState:
     alpha: np.ndarray
     beta: float
     alive: bool = True
+    mass: float = 1.0
 
     @property
     def key(self) -> str:
         return edge_key(self.src, self.dst)
 
+    def weights(self) -> np.ndarray:
+        """(len(ops),) weights in the full search's view: ``mass * softmax(alpha)`` over the survivors."""
+        return self.mass * np.asarray(self.alpha, dtype=np.float64)
+
     def strongest(self, space_ops: Sequence[str]) -> tuple[str, float] | None:
-        """The strongest non-``none`` operation and its weight (ties by ``space_ops`` order)."""
+        """The strongest non-``none`` operation and its full-view weight (ties by ``space_ops`` order)."""
         best = None
+        weights = self.weights()
         for name in sorted((n for n in self.ops if n != "none"), key=list(space_ops).index):
-            w = float(self.alpha[self.ops.index(name)])
+            w = float(weights[self.ops.index(name)])
             if best is None or w > best[1]:
                 best = (name, w)
         return best
 
     def score(self, space_ops: Sequence[str]) -> float:
-        """Ranking score: ``beta`` times the strongest non-``none`` weight."""
+        """Ranking score: ``beta`` times the strongest non-``none`` full-view weight."""
         best = self.strongest(space_ops)
         return -np.inf if best is None else self.beta * best[1]
 
@@ -398,13 +410,29 @@ def _check_edges(space: SearchSpace, edges: Sequence[EdgeState]) -> None:
             raise GenotypeError(f"edge {state.key}: {len(state.alpha)} weights for {len(state.ops)} ops")
 
 
+# Edge scores closer than this (relative) are a tie: products of pruned masses
+# and softmax weights differ in the last bits with the order of summation.
+SCORE_TIE_RTOL = 1e-9
+
+
+def _edge_order(a: tuple, b: tuple) -> int:
+    """Higher score first (equal within SCORE_TIE_RTOL), then earlier operation, then lower edge index."""
+    if abs(a[0] - b[0]) > SCORE_TIE_RTOL * max(abs(a[0]), abs(b[0])):
+        return -1 if a[0] > b[0] else 1
+    return -1 if a[1:3] < b[1:3] else (1 if a[1:3] > b[1:3] else 0)
+
+
 def discretize(space: SearchSpace, edges: Sequence[EdgeState]) -> CellGenotype:
     """Derive a discrete cell from edge states (the PC-DARTS rule).
 
     Per intermediate node keep the ``steps_per_node`` alive incoming edges
     (all when fewer) with the largest score ``beta * strongest non-none
-    alpha``; ties go to the edge whose strongest operation comes earlier in
-    ``space.ops``, then to the lower edge index. On each kept edge take the
+    weight``, the weight being the operation's share of the edge in the full
+    search's view (:meth:`EdgeState.weights`: after pruning, the survivors'
+    softmax times the mass they held when pruned, so a pruned edge is not
+    inflated by renormalisation and the score is shift-invariant); ties
+    (scores within ``SCORE_TIE_RTOL``) go to the edge whose strongest
+    operation comes earlier in ``space.ops``, then to the lower edge index. On each kept edge take the
     strongest non-``none`` operation, ties by operation order. Edges whose
     only operation is ``none`` are never kept.
 
@@ -426,11 +454,10 @@ def discretize(space: SearchSpace, edges: Sequence[EdgeState]) -> CellGenotype:
             if best is None:
                 continue
             op, weight = best
-            # Sort key: higher score first, then earlier op, then lower edge index.
-            candidates.append((-(state.beta * weight), order.index(op), e, op, state.src))
+            candidates.append((state.beta * weight, order.index(op), e, op, state.src))
         if not candidates:
             raise GenotypeError(f"node {j} has no alive edge with an operation other than 'none'")
-        candidates.sort(key=lambda c: c[:3])
+        candidates.sort(key=functools.cmp_to_key(_edge_order))
         kept = sorted(candidates[: space.steps_per_node], key=lambda c: c[2])
         nodes.append(tuple((op, src) for *_, op, src in kept))
     return CellGenotype(tuple(nodes))

@@ -27,17 +27,28 @@ Rules of :class:`JSStabilityPruning`:
   the node keeps, ``min(steps_per_node, in-degree)``. Once every incoming
   edge of the node is decided and that distribution is stable, the node keeps
   exactly the edges :func:`iac.nas.genotype.discretize` chooses at this
-  check (score ``beta * strongest non-none alpha``, ties by operation order
-  then edge index) and the others are dropped: LTH never drops an edge the
-  full search, discretising at this point, would keep, and never goes below
+  check (score ``beta * strongest non-none weight``, ties by operation order
+  then edge index) and the others are dropped; it never goes below
   ``steps_per_node`` edges (or the in-degree). A node with no more edges than
   it keeps is fixed as soon as its edges are decided, with no event.
+* **Scores after pruning.** A pruned edge's operations are weighed in the
+  full search's view: their softmax over the survivors times the mass they
+  held among all the edge's operations when pruned (``EdgeState.mass``,
+  carried in :class:`PruneEvent` ``kept_mass``, the supernet and the check
+  records). Renormalising over the survivors alone would inflate a pruned
+  edge (2-3x for an edge cut to 3 operations) and, once every edge is down
+  to one operation, rank edges by beta alone. The score is invariant to a
+  common shift of the surviving logits. It equals the full search's score
+  exactly when the pruned operations' logits stay where they were and the
+  survivors' logits move only among themselves (their log-sum-exp fixed);
+  otherwise it is the full-search score as of the last pruning.
 * **Stop.** :attr:`JSStabilityPruning.all_decided` once every edge has one
   operation (or was dropped) and every node's inputs are fixed.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
@@ -84,6 +95,9 @@ class PruneEvent:
         kept: Surviving operation names or edge keys, in canonical order.
         kept_indices: Positions of ``kept`` among the names before pruning
             (operations), or edge indices in ``SearchSpace.edges()`` (edges).
+        kept_mass: ``ops`` events: the share of the edge's softmax(alpha)
+            the kept operations held at this check (what the edge's ``mass``
+            is multiplied by); ``None`` for ``edges`` events.
     """
 
     check: int
@@ -97,6 +111,7 @@ class PruneEvent:
     removed: tuple[tuple[str, float], ...]
     kept: tuple[str, ...]
     kept_indices: tuple[int, ...]
+    kept_mass: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able view (the trajectory's ``events`` entries)."""
@@ -112,6 +127,7 @@ class PruneEvent:
             "removed": [[name, weight] for name, weight in self.removed],
             "kept": list(self.kept),
             "kept_indices": list(self.kept_indices),
+            "kept_mass": self.kept_mass,
         }
 
     @classmethod
@@ -131,6 +147,7 @@ class PruneEvent:
             removed=tuple((str(n), float(w)) for n, w in d["removed"]),
             kept=tuple(d["kept"]),
             kept_indices=tuple(int(i) for i in d["kept_indices"]),
+            kept_mass=None if d.get("kept_mass") is None else float(d["kept_mass"]),
         )
 
 
@@ -167,6 +184,7 @@ def edge_states_of(space: SearchSpace, arch_record: Mapping[str, Any]) -> list[E
                 alpha=np.asarray(rec["alpha"], dtype=np.float64),
                 beta=float(rec["beta"]) if alive else 0.0,
                 alive=alive,
+                mass=float(rec.get("mass", 1.0)),
             )
         )
     return states
@@ -231,10 +249,11 @@ class NoPruning(PruningPolicy):
 
 @dataclass
 class _ArchState:
-    """What survives in one architecture: per edge its ops (``None`` once dropped), fixed nodes."""
+    """What survives in one architecture: per edge its ops (``None`` once dropped) and mass, fixed nodes."""
 
     ops: list[tuple[str, ...] | None]
     fixed: set[int] = field(default_factory=set)
+    mass: list[float] = field(default_factory=list)  # per edge, see EdgeState.mass
 
 
 class JSStabilityPruning(PruningPolicy):
@@ -292,6 +311,12 @@ class JSStabilityPruning(PruningPolicy):
             return None
         return self._archs[arch].ops[self._edge_index(edge)]
 
+    def mass(self, arch: int, edge: str | int) -> float:
+        """The mass the edge's surviving operations held when last pruned (1.0 before any pruning)."""
+        if arch >= len(self._archs):
+            return 1.0
+        return self._archs[arch].mass[self._edge_index(edge)]
+
     def alive(self, arch: int, edge: str | int) -> bool:
         """Whether the edge is still in the supernet."""
         return arch >= len(self._archs) or self._archs[arch].ops[self._edge_index(edge)] is not None
@@ -318,7 +343,10 @@ class JSStabilityPruning(PruningPolicy):
 
     # -- the decision ----------------------------------------------------------
     def _init_archs(self, n_archs: int) -> None:
-        self._archs = [_ArchState(ops=[tuple(self.space.ops)] * len(self._edges)) for _ in range(n_archs)]
+        self._archs = [
+            _ArchState(ops=[tuple(self.space.ops)] * len(self._edges), mass=[1.0] * len(self._edges))
+            for _ in range(n_archs)
+        ]
 
     def _check_record(self, record: Mapping[str, Any]) -> None:
         n = record.get("check")
@@ -394,6 +422,8 @@ class JSStabilityPruning(PruningPolicy):
                 continue
             keep = set(top_k_ops(ops, rec["alpha"], k))
             kept_idx = tuple(i for i, op in enumerate(ops) if op in keep)
+            # Correctly rounded, whatever the order: edges with equal weights keep equal masses (ties stay ties).
+            kept_mass = math.fsum(float(rec["alpha"][i]) for i in kept_idx)
             events.append(
                 PruneEvent(
                     **meta,
@@ -405,9 +435,11 @@ class JSStabilityPruning(PruningPolicy):
                     removed=tuple((op, float(p)) for op, p in zip(ops, rec["alpha"]) if op not in keep),
                     kept=tuple(ops[i] for i in kept_idx),
                     kept_indices=kept_idx,
+                    kept_mass=kept_mass,
                 )
             )
             st.ops[e] = tuple(ops[i] for i in kept_idx)
+            st.mass[e] *= kept_mass
             self.test.reset(test_key)
         return events
 
@@ -458,7 +490,7 @@ class JSStabilityPruning(PruningPolicy):
         return events
 
     def _current_states(self, a: int, arch_record) -> list[EdgeState]:
-        """Edge states after this check's operation pruning (weights renormalised over survivors)."""
+        """Edge states after this check's operation pruning (full-view weights unchanged by it)."""
         st = self._archs[a]
         states = edge_states_of(self.space, arch_record)
         for e, state in enumerate(states):
@@ -468,6 +500,7 @@ class JSStabilityPruning(PruningPolicy):
             elif tuple(state.ops) != ops:
                 w = np.asarray([state.alpha[state.ops.index(op)] for op in ops], dtype=np.float64)
                 state.ops, state.alpha = ops, w / w.sum()
+            state.mass = st.mass[e]
         return states
 
     # -- checkpoints -----------------------------------------------------------
@@ -477,7 +510,8 @@ class JSStabilityPruning(PruningPolicy):
             "settings": to_dict(self.cfg),
             "space": self.space.to_dict(),
             "archs": [
-                {"ops": [None if ops is None else list(ops) for ops in st.ops], "fixed": sorted(st.fixed)}
+                {"ops": [None if ops is None else list(ops) for ops in st.ops], "fixed": sorted(st.fixed),
+                 "mass": list(st.mass)}
                 for st in self._archs
             ],
             "last_check": self._last_check,
@@ -502,6 +536,7 @@ class JSStabilityPruning(PruningPolicy):
             _ArchState(
                 ops=[None if ops is None else tuple(ops) for ops in st["ops"]],
                 fixed={int(j) for j in st["fixed"]},
+                mass=[float(m) for m in st.get("mass", [1.0] * len(st["ops"]))],
             )
             for st in state["archs"]
         ]
@@ -596,7 +631,7 @@ def apply_events(
     for ev in events:
         before = list(supernet.weight_parameters())
         if ev.kind == OPS_EVENT:
-            old, new, kept = supernet.prune_ops(ev.arch, ev.edge_index, list(ev.kept))
+            old, new, kept = supernet.prune_ops(ev.arch, ev.edge_index, list(ev.kept), kept_mass=ev.kept_mass)
         elif ev.kind == EDGES_EVENT:
             old, new, kept = supernet.prune_edges(ev.arch, ev.node, list(ev.kept_indices))
         else:

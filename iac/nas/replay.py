@@ -53,7 +53,8 @@ def restrict_check(record: Mapping[str, Any], policy: JSStabilityPruning) -> dic
     """A check record restricted to what survives in ``policy``.
 
     Each alive edge keeps only the policy's surviving operations, their
-    weights renormalised; edges the policy dropped are marked dead and each
+    weights renormalised and its ``mass`` set to the policy's (what a live
+    IAC-LTH supernet would record); edges the policy dropped are marked dead and each
     node's beta is renormalised over its remaining edges. Entries that
     already match (a live IAC-LTH record) are copied unchanged, so the
     policy sees exactly the recorded numbers. ``status`` (the live policy's
@@ -84,6 +85,7 @@ def restrict_check(record: Mapping[str, Any], policy: JSStabilityPruning) -> dic
                     )
                 w = np.asarray([rec["alpha"][rec["ops"].index(op)] for op in ops], dtype=np.float64)
                 rec["ops"], rec["alpha"] = list(ops), [float(x) for x in w / w.sum()]
+                rec["mass"] = policy.mass(a, e)
             for j in space.node_ids:
                 incoming = space.node_edges(j)
                 now = [e for e in incoming if edges[e].get("alive", True)]

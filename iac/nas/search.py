@@ -78,7 +78,7 @@ def check_record(supernet: SearchNetwork, check: int, epoch: int, arch_step: int
     for a in range(supernet.n_archs):
         edges = [
             {"edge": f"{e.src}->{e.dst}", "ops": list(e.ops), "alpha": [float(x) for x in e.alpha],
-             "beta": float(e.beta), "alive": bool(e.alive)}
+             "beta": float(e.beta), "alive": bool(e.alive), "mass": float(e.mass)}
             for e in supernet.edge_states(a)
         ]
         archs.append({"edges": edges})

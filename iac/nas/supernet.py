@@ -16,6 +16,7 @@ it to a fresh network rebuilds the pruned shapes before ``load_state_dict``.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -39,6 +40,9 @@ class ArchWeights(nn.Module):
         beta: ParameterList, one (alive in-degree,) parameter per intermediate node.
         ops: per edge, the surviving operation names.
         alive: per edge, False once pruned away.
+        mass: per edge, the probability mass its surviving operations held
+            when it was last pruned (product over prunings; see
+            :class:`iac.nas.genotype.EdgeState`).
     """
 
     def __init__(self, space: SearchSpace):
@@ -47,6 +51,7 @@ class ArchWeights(nn.Module):
         edges = space.edges()
         self.ops: list[tuple[str, ...]] = [tuple(space.ops) for _ in edges]
         self.alive: list[bool] = [True for _ in edges]
+        self.mass: list[float] = [1.0 for _ in edges]
         self.alpha = nn.ParameterList(
             nn.Parameter(ARCH_INIT_SCALE * torch.randn(len(space.ops))) for _ in edges
         )
@@ -197,7 +202,7 @@ class SearchNetwork(nn.Module):
             beta_of.update({e: float(b[pos]) for pos, e in enumerate(a.alive_edges(j))})
         for e, (i, j) in enumerate(self.space.edges()):
             alpha = torch.softmax(a.alpha[e].detach().double(), dim=0).cpu().numpy()
-            states.append(EdgeState(i, j, a.ops[e], alpha, beta_of.get(e, 0.0), a.alive[e]))
+            states.append(EdgeState(i, j, a.ops[e], alpha, beta_of.get(e, 0.0), a.alive[e], a.mass[e]))
         return states
 
     def genotype(self) -> Genotype:
@@ -216,12 +221,15 @@ class SearchNetwork(nn.Module):
         return a
 
     def prune_ops(
-        self, arch: int, edge_index: int, keep: Sequence[str]
+        self, arch: int, edge_index: int, keep: Sequence[str], kept_mass: float | None = None
     ) -> tuple[nn.Parameter, nn.Parameter, list[int]]:
         """Keep only ``keep`` on an edge, in every level sharing ``arch``.
 
         The dropped operations' modules are deleted; the edge's alpha is
-        replaced by a new parameter holding the kept entries.
+        replaced by a new parameter holding the kept entries. The edge's
+        ``mass`` is multiplied by ``kept_mass``, the share of softmax(alpha)
+        the kept operations hold (computed from the current alpha when None;
+        the policy passes the value it decided on).
 
         Returns:
             ``(old_alpha, new_alpha, kept_indices)``: ``new = old[kept_indices]``.
@@ -234,6 +242,9 @@ class SearchNetwork(nn.Module):
         kept = [pos for pos, name in enumerate(current) if name in set(keep)]
         names = tuple(current[pos] for pos in kept)
         old = a.alpha[edge_index]
+        if kept_mass is None:
+            kept_mass = math.fsum(torch.softmax(old.detach().double(), dim=0)[kept].tolist())
+        a.mass[edge_index] *= float(kept_mass)
         new = nn.Parameter(old.detach()[kept].clone(), requires_grad=old.requires_grad)
         a.alpha[edge_index] = new
         a.ops[edge_index] = names
@@ -277,7 +288,7 @@ class SearchNetwork(nn.Module):
             "archs": [
                 {
                     "edges": [
-                        {"edge": edge_key(i, j), "ops": list(a.ops[e]), "alive": a.alive[e]}
+                        {"edge": edge_key(i, j), "ops": list(a.ops[e]), "alive": a.alive[e], "mass": a.mass[e]}
                         for e, (i, j) in enumerate(self.space.edges())
                     ]
                 }
@@ -311,6 +322,7 @@ class SearchNetwork(nn.Module):
                     if not a.alive[e]:
                         raise ValueError(f"mask changes the operations of the pruned edge {entry['edge']}")
                     self.prune_ops(arch, e, entry["ops"])
+                a.mass[e] = float(entry.get("mass", 1.0))  # as saved, not recomputed from fresh weights
             for j in self.space.node_ids:
                 keep = [e for e in a.alive_edges(j) if spec["edges"][e]["alive"]]
                 if keep != a.alive_edges(j):

@@ -40,7 +40,8 @@ class SimSupernet:
 
     ``alpha_logits(t)`` -> {edge key: {op: logit}}, ``beta_logits(t)`` ->
     {edge key: logit}; pruned ops and dropped edges disappear as in the
-    real supernet (softmax over what survives).
+    real supernet (softmax over what survives), which also keeps each edge's
+    ``mass`` from the events' ``kept_mass``.
     """
 
     def __init__(self, space, alpha_logits, beta_logits, n_archs=1):
@@ -48,6 +49,7 @@ class SimSupernet:
         self.alpha_logits, self.beta_logits = alpha_logits, beta_logits
         self.ops = [[tuple(space.ops) for _ in space.edges()] for _ in range(n_archs)]
         self.alive = [[True for _ in space.edges()] for _ in range(n_archs)]
+        self.mass = [[1.0 for _ in space.edges()] for _ in range(n_archs)]
 
     def record(self, t: int) -> dict:
         al, bl = self.alpha_logits(t), self.beta_logits(t)
@@ -67,6 +69,7 @@ class SimSupernet:
                         "alpha": [float(x) for x in softmax([al[key][op] for op in ops])],
                         "beta": float(beta.get(e, 0.0)),
                         "alive": self.alive[a][e],
+                        "mass": self.mass[a][e],
                     }
                 )
             archs.append({"edges": edges})
@@ -76,6 +79,7 @@ class SimSupernet:
         for ev in events:
             if ev.kind == "ops":
                 self.ops[ev.arch][ev.edge_index] = tuple(ev.kept)
+                self.mass[ev.arch][ev.edge_index] *= ev.kept_mass
             else:
                 for e in SPACE.node_edges(ev.node):
                     if e not in ev.kept_indices:

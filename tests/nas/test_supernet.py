@@ -152,3 +152,21 @@ def test_per_level_prune_ops_touches_one_level(make_unet):
     assert len(net.genotype().cells) == 2
     with pytest.raises(IndexError, match="architecture 2"):
         net.edge_states(2)
+
+
+def test_pruning_keeps_the_full_view_weights_and_masks_carry_the_mass(make_unet, space):
+    net = SearchNetwork(make_unet(), space)
+    with torch.no_grad():
+        net.archs[0].alpha[0].copy_(torch.linspace(-1.0, 1.0, len(space.ops)))
+    before = net.edge_states(0)[0]
+    keep = ["sep_conv_3x3", "dil_conv_3x3", "dil_conv_5x5"]
+    net.prune_ops(0, 0, keep)
+    after = net.edge_states(0)[0]
+    # The kept operations' full-view weights are what they were before the pruning.
+    for op in keep:
+        assert after.weights()[after.ops.index(op)] == pytest.approx(before.weights()[before.ops.index(op)])
+    net.prune_ops(0, 0, ["dil_conv_5x5"], kept_mass=0.5)  # the policy's share, when it gives one
+    assert net.edge_states(0)[0].mass == pytest.approx(after.mass * 0.5)
+    fresh = SearchNetwork(make_unet(), space)
+    fresh.apply_masks(net.masks())
+    assert fresh.edge_states(0)[0].mass == net.edge_states(0)[0].mass
