@@ -68,3 +68,11 @@ def test_ci_installs_cpu_torch_before_project():
     readme = (ROOT / "README.md").read_text()
     test_cmd = re.search(r"python -m pytest[^\n`]*", text).group(0)
     assert test_cmd in readme, "the CI test command must be the README's"
+
+
+def test_test_files_have_unique_basenames():
+    """pytest imports test files by basename (no packages under tests/): two equal names break collection."""
+    from collections import Counter
+
+    names = Counter(p.name for p in (PROJECT_ROOT / "tests").rglob("test_*.py"))
+    assert not [n for n, c in names.items() if c > 1], f"test files sharing a name: {[n for n, c in names.items() if c > 1]}"
