@@ -74,5 +74,5 @@ def test_test_files_have_unique_basenames():
     """pytest imports test files by basename (no packages under tests/): two equal names break collection."""
     from collections import Counter
 
-    names = Counter(p.name for p in (PROJECT_ROOT / "tests").rglob("test_*.py"))
+    names = Counter(p.name for p in (ROOT / "tests").rglob("test_*.py"))
     assert not [n for n, c in names.items() if c > 1], f"test files sharing a name: {[n for n, c in names.items() if c > 1]}"
