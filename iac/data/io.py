@@ -1,8 +1,10 @@
 """Reading medical images with SimpleITK, and checking that their files are whole.
 
 A case's image channels are read as 3-D SimpleITK images (one file per channel,
-or one 4-D file whose last axis holds the channels); a truncated NIfTI file is
-refused before ITK can pad it with zeros. :func:`file_digest` hashes a file's
+or one 4-D file whose last axis holds the channels). A NIfTI file is checked
+from its own bytes first (:func:`check_nifti`): a truncated file is refused
+before ITK can pad it with zeros, and NaN or Inf voxels before ITK's NIfTI
+reader can turn them into 0. :func:`file_digest` hashes a file's
 bytes for the prepared dataset's fingerprint. SimpleITK sizes and spacings are
 ``(x, y, z)``; arrays taken from the images are numpy ``(Z, Y, X)``.
 """
@@ -12,18 +14,23 @@ from __future__ import annotations
 import gzip
 import hashlib
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import BinaryIO, Iterator, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
 from iac.data.layouts.base import CaseSource, DataError
 
-# Size of a NIfTI-1 header.
+# Sizes of the NIfTI-1 and NIfTI-2 headers (the first field of each holds its own size).
 NIFTI1_HEADER_BYTES = 348
+NIFTI2_HEADER_BYTES = 540
 # Bytes read at a time when hashing or checking a file.
 HASH_CHUNK = 1 << 20
+# NIfTI datatype codes of floating-point voxels (the only ones that can hold NaN or Inf)
+# and their numpy type without byte order: FLOAT32, FLOAT64.
+NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
 
 
 def file_digest(path: Path) -> str:
@@ -35,58 +42,136 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def _nifti_expected_bytes(header: bytes) -> int | None:
-    """Bytes a NIfTI-1 file must hold (header + voxels), or None when it is not NIfTI-1."""
-    if len(header) < NIFTI1_HEADER_BYTES:
-        return None
+@dataclass(frozen=True)
+class NiftiLayout:
+    """Where a NIfTI file keeps its voxels, read from its header.
+
+    Attributes:
+        voxel_offset: byte offset of the first voxel.
+        n_voxels: voxels the header declares (product of the used ``dim`` entries).
+        bitpix: bits per voxel.
+        float_dtype: numpy dtype of floating-point voxels (with the file's byte
+            order), or None for integer voxels, which cannot be NaN or Inf.
+    """
+
+    voxel_offset: int
+    n_voxels: int
+    bitpix: int
+    float_dtype: np.dtype | None
+
+    @property
+    def data_bytes(self) -> int:
+        return self.n_voxels * self.bitpix // 8
+
+
+def nifti_layout(header: bytes) -> NiftiLayout | None:
+    """Parse the voxel layout of a NIfTI-1 or NIfTI-2 header (either byte order).
+
+    Args:
+        header: the file's first bytes (at least the header's own size).
+
+    Returns:
+        The layout, or None when the bytes are no NIfTI header.
+    """
     for order in ("<", ">"):
-        if int(np.frombuffer(header[0:4], dtype=f"{order}i4")[0]) == NIFTI1_HEADER_BYTES:
-            dims = np.frombuffer(header[40:56], dtype=f"{order}i2")
-            bitpix = int(np.frombuffer(header[72:74], dtype=f"{order}i2")[0])
-            offset = int(np.frombuffer(header[108:112], dtype=f"{order}f4")[0])
-            n = int(np.prod([max(int(d), 1) for d in dims[1 : 1 + max(int(dims[0]), 0)]]))
-            return offset + n * bitpix // 8
+        size = int(np.frombuffer(header[0:4], dtype=f"{order}i4")[0]) if len(header) >= 4 else 0
+        if size == NIFTI1_HEADER_BYTES and len(header) >= NIFTI1_HEADER_BYTES:
+            dims = np.frombuffer(header[40:56], dtype=f"{order}i2")  # dim[8]
+            datatype, bitpix = (int(v) for v in np.frombuffer(header[70:74], dtype=f"{order}i2"))
+            offset = int(np.frombuffer(header[108:112], dtype=f"{order}f4")[0])  # vox_offset is a float
+        elif size == NIFTI2_HEADER_BYTES and len(header) >= NIFTI2_HEADER_BYTES:
+            datatype, bitpix = (int(v) for v in np.frombuffer(header[12:16], dtype=f"{order}i2"))
+            dims = np.frombuffer(header[16:80], dtype=f"{order}i8")  # dim[8]
+            offset = int(np.frombuffer(header[168:176], dtype=f"{order}i8")[0])
+        else:
+            continue
+        n = int(np.prod([max(int(d), 1) for d in dims[1 : 1 + min(max(int(dims[0]), 0), 7)]]))
+        code = NIFTI_FLOAT_TYPES.get(datatype)
+        return NiftiLayout(offset, n, bitpix, np.dtype(f"{order}{code}") if code else None)
     return None
 
 
-def check_complete(path: Path) -> None:
-    """Fail for a truncated NIfTI file (ITK pads a truncated file with zeros instead of failing).
+def _voxel_bytes(f: BinaryIO, head: bytes, offset: int) -> Iterator[bytes]:
+    """The bytes from ``offset`` on, of a stream whose first bytes ``head`` were already read."""
+    if len(head) > offset:
+        yield head[offset:]
+    else:
+        skip = offset - len(head)
+        while skip > 0:
+            got = len(f.read(min(skip, HASH_CHUNK)))
+            if got == 0:
+                return
+            skip -= got
+    yield from iter(lambda: f.read(HASH_CHUNK), b"")
+
+
+def _count_non_finite(chunks: Iterator[bytes], layout: NiftiLayout) -> tuple[int, int, int]:
+    """``(voxel bytes present, NaN count, Inf count)`` of the declared voxels in ``chunks``."""
+    wanted, got, nan, inf = layout.data_bytes, 0, 0, 0
+    itemsize = layout.float_dtype.itemsize if layout.float_dtype is not None else 1
+    rest = b""
+    for chunk in chunks:
+        chunk = chunk[: max(wanted - got, 0)]
+        got += len(chunk)
+        if layout.float_dtype is not None:
+            buf = rest + chunk
+            usable = len(buf) - len(buf) % itemsize
+            values = np.frombuffer(buf[:usable], dtype=layout.float_dtype)
+            nan += int(np.isnan(values).sum())
+            inf += int(np.isinf(values).sum())
+            rest = buf[usable:]
+        if got >= wanted:
+            break
+    return got, nan, inf
+
+
+def check_nifti(path: Path) -> None:
+    """Refuse a NIfTI file that is truncated or holds NaN or Inf voxels.
+
+    ITK pads a truncated file with zeros, and its NIfTI reader returns NaN and
+    Inf voxels as 0; both are therefore checked here, from the file's own bytes
+    as its header lays them out, before ITK reads it. Other formats pass
+    unchecked (their readers keep NaN; :mod:`iac.data.check` refuses it).
 
     Raises:
-        DataError: naming the file when its gzip stream ends early or it holds fewer voxels
-            than its header declares.
+        DataError: naming the file when its gzip stream ends early, it holds fewer
+            voxels than its header declares, or any voxel is NaN or Inf.
     """
     path = Path(path)
     name = path.name.lower()
-    if name.endswith(".gz"):
-        try:
-            with gzip.open(path, "rb") as f:
-                header = f.read(NIFTI1_HEADER_BYTES)
-                size = len(header) + sum(len(c) for c in iter(lambda: f.read(HASH_CHUNK), b""))
-        except (EOFError, gzip.BadGzipFile, zlib.error) as err:
-            raise DataError(f"cannot read {path}: truncated or corrupt gzip stream ({err})") from err
-    elif name.endswith(".nii"):
-        with open(path, "rb") as f:
-            header = f.read(NIFTI1_HEADER_BYTES)
-        size = path.stat().st_size
-    else:
+    if not name.endswith((".nii", ".nii.gz")):
         return
-    if name.endswith((".nii", ".nii.gz")):
-        expected = _nifti_expected_bytes(header)
-        if expected is not None and size < expected:
-            raise DataError(f"cannot read {path}: truncated file ({size} of {expected} bytes)")
+    opener = gzip.open if name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(NIFTI2_HEADER_BYTES)
+            layout = nifti_layout(head)
+            if layout is None:
+                return  # not NIfTI after all: ITK reports what it is
+            got, nan, inf = _count_non_finite(_voxel_bytes(f, head, layout.voxel_offset), layout)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+        raise DataError(f"cannot read {path}: truncated or corrupt gzip stream ({err})") from err
+    if got < layout.data_bytes:
+        expected = layout.voxel_offset + layout.data_bytes
+        raise DataError(f"cannot read {path}: truncated file ({layout.voxel_offset + got} of {expected} bytes)")
+    if nan or inf:
+        raise DataError(
+            f"{path}: {nan} NaN and {inf} Inf voxels (expected finite values; "
+            "SimpleITK's NIfTI reader would silently read them as 0)"
+        )
 
 
 def read_image(path: Path) -> sitk.Image:
     """Read a medical image with SimpleITK.
 
     Raises:
-        DataError: naming the file when it is missing, unreadable or truncated.
+        DataError: naming the file when it is missing, unreadable or truncated, or
+            (NIfTI) holds NaN or Inf voxels.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"missing file {path}")
-    check_complete(path)
+    check_nifti(path)
     try:
         img = sitk.ReadImage(str(path))
         # Force decoding of the voxel buffer now: truncated files fail here.

@@ -12,7 +12,7 @@ from iac.data.layouts.base import CaseSource, DataError
 
 
 def test_nan_intensities(tmp_path):
-    # ITK's NIfTI reader turns NaN into 0, so the check is exercised with a MetaImage.
+    # A MetaImage keeps Inf when read (NIfTI files are refused earlier, by iac.data.io.check_nifti).
     img = tmp_path / "case.mha"
     arr = np.ones(SHAPE, np.float32)
     arr[1, 2, 3] = np.inf

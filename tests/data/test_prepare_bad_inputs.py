@@ -41,6 +41,17 @@ def _float_label(p: Path) -> None:
     write_image(p, arr)
 
 
+def _non_finite(value: float, label: bool = False):
+    """A corruption writing a float image (or float label map) with one ``value`` voxel."""
+
+    def corrupt(p: Path) -> None:
+        arr = label_array((1,)).astype(np.float32) if label else np.ones(SHAPE, np.float32)
+        arr[0, 1, 1] = value
+        write_image(p, arr)
+
+    return corrupt
+
+
 BAD = {
     "missing label": (GT, lambda p: p.unlink(), r"missing label file .*patient001_frame01_gt\.nii\.gz"),
     "unreadable": (IMG, lambda p: p.write_bytes(b"not an image at all"), r"cannot read .*patient001_frame01\.nii\.gz"),
@@ -49,6 +60,10 @@ BAD = {
     "geometry mismatch": (GT, lambda p: write_label(p, (1,), spacing=(1.0, 1.5, 8.0)), r"patient001_frame01_gt\.nii\.gz.*spacing"),
     "label outside set": (GT, lambda p: write_label(p, (1, 5)), r"patient001_frame01_gt\.nii\.gz: label values \[5\]"),
     "non-integer label": (GT, _float_label, r"patient001_frame01_gt\.nii\.gz: label map holds non-integer"),
+    # ITK's NIfTI reader returns NaN and Inf as 0: found from the file's own bytes.
+    "NaN voxels": (IMG, _non_finite(np.nan), r"patient001_frame01\.nii\.gz: 1 NaN and 0 Inf voxels"),
+    "Inf voxels": (IMG, _non_finite(-np.inf), r"patient001_frame01\.nii\.gz: 0 NaN and 1 Inf voxels"),
+    "NaN label": (GT, _non_finite(np.nan, label=True), r"patient001_frame01_gt\.nii\.gz: 1 NaN and 0 Inf voxels"),
     "no usable slices": (IMG, lambda p: write_image(p, np.zeros(SHAPE)), r"patient001_frame01\.nii\.gz: no usable slices"),
 }
 
