@@ -287,17 +287,39 @@ class SearchConfig:
         _check_model_uri("pretrained", self.pretrained)
 
 
+# Stability criteria of IAC-LTH (iac.nas.stability.make_stability_test): the
+# paper's Jensen-Shannon test and the sequential test on log-probability margins.
+STABILITY_CRITERIA = ("js", "sequential")
+
+
 @dataclass(frozen=True)
 class StabilityConfig:
-    """IAC-LTH stability test and progressive pruning (``search_lth``)."""
+    """IAC-LTH stability test and progressive pruning (``search_lth``).
 
+    ``tau``, ``patience``, ``window`` and ``smoothing`` belong to
+    ``criterion="js"``; ``seq_error`` and ``seq_effect`` to
+    ``criterion="sequential"`` (the JS test also uses them, only to flag
+    cuts that showed no preference). See ``docs/deviations.md`` §7.
+    """
+
+    criterion: str = "js"  # "js" (the paper's divergence test) or "sequential" (margin confidence sequence)
     tau: float = 1e-4  # JS divergence (base 2) threshold: ~60 % of the full-speed divergence at the defaults (1.6e-4)
     patience: int = 2  # consecutive stable checks required
     window: int = 1  # compare with the distribution `window` checks earlier (checks: SearchConfig.check_every)
     smoothing: float = 0.0  # EMA factor on the distributions (0 = none)
     keep_schedule: tuple[int, ...] = (3, 2, 1)  # top-k kept at successive stabilities
+    # sequential: chance that an operation without a real handicap is ever shown worse than the leader
+    # (per pair, over all checks), and that one with a handicap of `seq_effect` is called indifferent
+    seq_error: float = 0.05
+    # sequential: smallest drift of a log-probability margin per unit of its variance worth finding
+    # (1/logit; ~0.5 x gradient SNR / arch_lr with Adam); pure noise is called "no preference" after a
+    # margin variance of about 2 ln(1/seq_error) / seq_effect**2
+    seq_effect: float = 80.0
 
     def __post_init__(self) -> None:
+        check_one_of("criterion", self.criterion, STABILITY_CRITERIA)
+        check_fraction("seq_error", self.seq_error, closed_low=False)
+        check_positive("seq_effect", self.seq_effect)
         check_positive("tau", self.tau)
         for name in ("patience", "window"):
             check_positive(name, getattr(self, name))

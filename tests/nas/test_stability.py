@@ -237,3 +237,159 @@ def test_full_speed_js_scales_with_steps_and_bounds_real_moves():
         q = np.exp(shift) / np.exp(shift).sum()
         assert js_divergence(p, q) <= small * 1.0001
     assert full_speed_js(lr, 50, 1) == 0.0
+
+
+# ---------------------------------------------------------------- the sequential criterion
+
+ERROR, EFFECT = 0.05, 80.0
+# Per-check standard deviation of a logit's move at the default cadence (Adam, noise-dominated: ~lr * sqrt(50)).
+STEP_SD = 6e-4 * math.sqrt(50)
+
+
+def walk(rng, n_checks, drift, n_ops=len(OPS), sd=STEP_SD):
+    """Distributions of a random walk of the logits; op 1 drifts up by ``drift`` per check."""
+    steps = rng.normal(0.0, sd, (n_checks, n_ops))
+    steps[:, 1] += drift
+    return [softmax(row) for row in np.cumsum(steps, axis=0)]
+
+
+def test_mixture_bound_is_a_confidence_sequence():
+    # Known unit variance per look: a driftless walk crosses +-bound at any of 400 looks at most `error` of the time.
+    from iac.nas.stability import mixture_bound
+
+    rng = np.random.default_rng(0)
+    n = np.arange(1, 401)
+    bound = np.array([mixture_bound(v, ERROR, 0.3) for v in n])
+    paths = np.cumsum(rng.standard_normal((4000, n.size)), axis=1)
+    crossed = np.mean(np.any(np.abs(paths) >= bound, axis=1))
+    assert 0.0 < crossed <= ERROR  # two-sided, each side at most error / 2 in theory
+    # A fixed-sample 1.96 threshold is crossed far more often when looked at every step.
+    assert np.mean(np.any(np.abs(paths) >= 1.96 * np.sqrt(n), axis=1)) > 4 * ERROR
+
+
+def test_indifference_bound_catches_noise_not_drift():
+    from iac.nas.stability import indifference_bound, mixture_bound
+
+    assert indifference_bound(0.0, ERROR, EFFECT) == pytest.approx(-math.log(1 / ERROR) / EFFECT)
+    v0 = 2 * math.log(1 / ERROR) / EFFECT**2  # where it turns positive
+    assert indifference_bound(v0, ERROR, EFFECT) == pytest.approx(0.0, abs=1e-12)
+    # A margin drifting at the full `effect` per unit variance stays above it and ends above the mixture bound.
+    v = np.linspace(0, 50 * v0, 200)
+    assert all(EFFECT * x > indifference_bound(x, ERROR, EFFECT) for x in v)
+    assert EFFECT * v[-1] > mixture_bound(v[-1], ERROR, EFFECT)
+    with pytest.raises(ValueError, match="error"):
+        mixture_bound(1.0, 1.0, EFFECT)
+    with pytest.raises(ValueError, match="effect"):
+        indifference_bound(1.0, ERROR, 0.0)
+
+
+def test_margin_evidence_is_shift_invariant_and_keeps_survivors():
+    from iac.nas.stability import MarginEvidence
+
+    rng = np.random.default_rng(1)
+    dists = walk(rng, 6, 0.0)
+    ev, shifted = MarginEvidence(ERROR, EFFECT), MarginEvidence(ERROR, EFFECT)
+    for d in dists:
+        ev.observe("e", OPS, d)
+        # A common shift of the logits renormalises to the same distribution; scaling the
+        # probabilities changes every log p by the same constant.
+        shifted.observe("e", OPS, d * 7.0)
+    s, v = ev.margin("e", OPS[1], OPS[2])
+    assert s == pytest.approx(math.log(dists[-1][1] / dists[-1][2]), abs=1e-12)
+    steps = np.diff(np.log([[d[1] / d[2]] for d in [np.full(8, 1 / 8)] + dists]), axis=0).ravel()
+    assert v == pytest.approx(np.var(steps, ddof=1) * steps.size, rel=1e-9)
+    assert shifted.margin("e", OPS[1], OPS[2]) == pytest.approx((s, v))
+    # Pruned to a subset: the survivors' margins carry on; a foreign op list restarts.
+    ev.observe("e", OPS[1:4], dists[-1][1:4] / dists[-1][1:4].sum())
+    s2, _ = ev.margin("e", OPS[1], OPS[2])
+    assert s2 == pytest.approx(s, abs=1e-12)
+    ev.observe("e", ("a", "b"), [0.5, 0.5])
+    assert ev.margin("e", "a", "b") == (0.0, None)
+
+
+def decision_check(test, dists, k=1):
+    for n, d in enumerate(dists, 1):
+        s = test.update("e", OPS, d, k=k)
+        if s.stable:
+            return n, s
+    return None, s
+
+
+def test_sequential_decides_a_clear_leader_fast_and_waits_on_a_weak_one():
+    from iac.nas.stability import SequentialMarginTest
+
+    rng = np.random.default_rng(2)
+    times = {}
+    for drift in (0.03, 0.006):  # full speed (2 lr x 50 steps / 2), a fifth of it
+        runs = [decision_check(SequentialMarginTest(ERROR, EFFECT), walk(rng, 200, drift)) for _ in range(20)]
+        assert all(n is not None and s.top == (OPS[1],) and not s.no_preference for n, s in runs)
+        times[drift] = np.median([n for n, _ in runs])
+    assert times[0.03] <= 4  # margins of ~0.06 logit per check settle in a few checks
+    assert times[0.006] > 2 * times[0.03]
+
+
+def test_sequential_calls_pure_noise_no_preference_and_logs_it():
+    from iac.nas.stability import SequentialMarginTest
+
+    rng = np.random.default_rng(3)
+    out = [decision_check(SequentialMarginTest(ERROR, EFFECT), walk(rng, 400, 0.0)) for _ in range(20)]
+    decided = [s for n, s in out if n is not None]
+    assert len(decided) >= 18
+    flagged = [s for s in decided if s.no_preference]
+    assert len(flagged) >= 0.8 * len(decided)
+    assert flagged[0].to_dict()["no_preference"] is True and flagged[0].js is None
+    # Noise needs a margin variance of about 2 ln(1/error) / effect**2 before it is called: not the first checks.
+    v0 = 2 * math.log(1 / ERROR) / EFFECT**2
+    assert min(n for n, _ in out if n is not None) > 0.5 * v0 / (2 * STEP_SD**2)
+
+
+def test_sequential_nothing_outside_the_top_is_stable_at_once():
+    from iac.nas.stability import SequentialMarginTest
+
+    s = SequentialMarginTest(ERROR, EFFECT).update("n", ["0->2", "1->2"], [0.4, 0.6], k=2)
+    assert s.stable and not s.no_preference and s.evidence is None and s.top == ("1->2", "0->2")
+
+
+def test_sequential_reset_keeps_the_evidence_and_state_round_trips():
+    from iac.nas.stability import SequentialMarginTest
+
+    rng = np.random.default_rng(4)
+    dists = walk(rng, 30, 0.01)
+    ref = SequentialMarginTest(ERROR, EFFECT, top_k=3)
+    expected = [ref.update("e", OPS, d) for d in dists]
+    part = SequentialMarginTest(ERROR, EFFECT, top_k=3)
+    for d in dists[:10]:
+        part.update("e", OPS, d)
+    resumed = SequentialMarginTest(ERROR, EFFECT, top_k=3)
+    resumed.load_state_dict(json.loads(json.dumps(part.state_dict())))
+    assert [resumed.update("e", OPS, d) for d in dists[10:]] == expected[10:]
+    # A reset (after pruning) restarts the decision, not the evidence: the next check equals the unreset one's.
+    resumed.reset("e")
+    after, unreset = resumed.update("e", OPS, dists[0]), ref.update("e", OPS, dists[0])
+    assert after.seen == 1 and unreset.seen == len(dists) + 1
+    assert (after.evidence, after.stable) == (unreset.evidence, unreset.stable)
+    with pytest.raises(ValueError, match="effect"):
+        SequentialMarginTest(ERROR, 2 * EFFECT, top_k=3).load_state_dict(part.state_dict())
+    with pytest.raises(ValueError, match="top_k"):
+        SequentialMarginTest(ERROR, EFFECT, top_k=0)
+
+
+def test_factory_keeps_the_js_decisions_and_flags_noise_cuts():
+    from iac.config import StabilityConfig
+    from iac.nas.stability import SequentialMarginTest, make_stability_test
+
+    seq = make_stability_test(StabilityConfig(criterion="sequential", seq_error=0.01, seq_effect=50.0), top_k=3)
+    assert isinstance(seq, SequentialMarginTest) and seq.evidence.error == 0.01 and seq.evidence.effect == 50.0
+    js = make_stability_test(StabilityConfig(tau=TAU, patience=2), top_k=3)
+    plain = StabilityTest(TAU, patience=2, top_k=3)
+    rng = np.random.default_rng(5)
+    dists = walk(rng, 40, 0.0)
+    flagged = []
+    for d in dists:
+        a, b = js.update("e", OPS, d), plain.update("e", OPS, d)
+        assert (a.js, a.stable, a.count, a.top) == (b.js, b.stable, b.count, b.top)
+        flagged.append(a.no_preference)
+        assert a.no_preference <= a.stable  # only a cut can be flagged
+    assert any(flagged)  # tiny noisy moves pass the JS test: those cuts show no preference
+    with pytest.raises(ValueError, match="criterion"):
+        make_stability_test(type("Cfg", (), {"criterion": "kl"})(), top_k=1)
