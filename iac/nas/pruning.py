@@ -56,7 +56,7 @@ import numpy as np
 
 from iac.config import StabilityConfig, to_dict
 from iac.nas.genotype import EdgeState, SearchSpace, discretize, edge_key
-from iac.nas.stability import NONE_OP, EdgeStatus, StabilityTest, top_k_ops
+from iac.nas.stability import NONE_OP, EdgeStatus, make_stability_test, top_k_ops
 
 if TYPE_CHECKING:  # torch is needed only to apply events, not to decide them
     import torch
@@ -282,7 +282,7 @@ class JSStabilityPruning(PruningPolicy):
         self.space = space
         self.cfg = cfg
         self.schedule = tuple(int(k) for k in schedule)
-        self.test = StabilityTest(cfg.tau, cfg.patience, cfg.window, cfg.smoothing, top_k=self.schedule[0])
+        self.test = make_stability_test(cfg, top_k=self.schedule[0])
         self._edges = space.edges()
         self._keys = [edge_key(i, j) for i, j in self._edges]
         self._archs: list[_ArchState] = []
