@@ -43,6 +43,8 @@ CELL_INPUTS = ("skip+up", "skip")
 LR_SCHEDULES = ("cosine", "constant")
 SPLIT_NAMES = ("train", "val", "test")
 EMPTY_POLICIES = ("dice1_hd0", "nan")
+# How evaluate puts predictions back on the original grid (iac.eval.inference.predict_original_grid).
+RESTORE_METHODS = ("probabilities", "labels")
 AMOS_MODALITIES = ("ct", "mri", "all")
 KITS_VERSIONS = ("auto", "19", "23")
 ZERO_METHODS = ("zsplit", "wilcox", "pratt")

@@ -6,7 +6,8 @@ preprocessing). ``iac/serving_model.py`` is the model-from-code file MLflow
 executes on load; it only instantiates :class:`UNetPyfunc`.
 
 ``predict`` takes a raw volume with its geometry and returns the label map on
-the input grid:
+the input grid (class probabilities restored linearly, then argmax, as
+``evaluate`` restores them):
 
 - a NIfTI (or any SimpleITK-readable) path, or a list of paths, one per channel;
 - a dict ``{"image": array (Z, Y, X) or (C, Z, Y, X), "spacing": (x, y, z)}``
@@ -47,13 +48,20 @@ def load_network(weights: str | Path, config: dict[str, Any], device: str = "cpu
 
 
 def _to_images(model_input: Any) -> list:
-    """Turn one pyfunc input into a list of SimpleITK images (one per channel)."""
+    """Turn one pyfunc input into a list of SimpleITK images (one per channel).
+
+    Files are read as ``prepare`` reads them (:func:`iac.data.io.read_image`:
+    truncated files and NaN/Inf voxels are refused naming the file); arrays
+    must be finite too.
+    """
     import SimpleITK as sitk
 
+    from iac.data.io import read_image
+
     if isinstance(model_input, (str, Path)):
-        return [sitk.ReadImage(str(model_input))]
+        return [read_image(Path(model_input))]
     if isinstance(model_input, (list, tuple)) and model_input and isinstance(model_input[0], (str, Path)):
-        return [sitk.ReadImage(str(p)) for p in model_input]
+        return [read_image(Path(p)) for p in model_input]
     if isinstance(model_input, dict):
         if "image" not in model_input or "spacing" not in model_input:
             raise ValueError("a dict input needs keys 'image' (array (Z,Y,X) or (C,Z,Y,X)) and 'spacing' (x,y,z)")
@@ -61,6 +69,8 @@ def _to_images(model_input: Any) -> list:
         chans = [arr] if arr.ndim == 3 else list(arr) if arr.ndim == 4 else None
         if chans is None:
             raise ValueError(f"'image' must be 3-D (Z,Y,X) or 4-D (C,Z,Y,X), got shape {arr.shape}")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"'image' holds {int((~np.isfinite(arr)).sum())} NaN/Inf voxels (expected finite values)")
         images = []
         for c in chans:
             img = sitk.GetImageFromArray(c)
@@ -77,15 +87,21 @@ def _to_images(model_input: Any) -> list:
     )
 
 
-def predict_raw(net, config: dict[str, Any], model_input: Any, device: str = "cpu") -> np.ndarray:
-    """Preprocess a raw volume as at training time, predict, and restore the input grid."""
-    from iac.data.preprocess import preprocess_volume, restore_to_grid
-    from iac.eval.inference import predict_volume
+def predict_raw(
+    net, config: dict[str, Any], model_input: Any, device: str = "cpu", restore: str = "probabilities"
+) -> np.ndarray:
+    """Preprocess a raw volume as at training time, predict, and restore the input grid.
+
+    ``restore`` is :func:`iac.eval.inference.predict_original_grid`'s: class
+    probabilities resampled linearly then argmax (the default, as ``evaluate``
+    scores), or the argmax by nearest neighbour (``"labels"``).
+    """
+    from iac.data.preprocess import preprocess_volume
+    from iac.eval.inference import predict_original_grid
 
     images = _to_images(model_input)
     arr, geometry = preprocess_volume(images, config["preprocessing"])
-    labels = predict_volume(net, arr, device=device)
-    return restore_to_grid(labels, geometry)
+    return predict_original_grid(net, arr, geometry, restore, device=device)
 
 
 try:  # the pyfunc base class only where MLflow is installed

@@ -154,3 +154,47 @@ def test_registered_model_round_trip(tiny, volume, experiment):
     model = mlflow.pyfunc.load_model(ref.uri)
     pred = model.predict({"image": volume, "spacing": SPACING})
     assert np.array_equal(pred, predict_raw(net, config, {"image": volume, "spacing": SPACING}))
+
+
+def test_a_finer_input_grid_gets_its_labels_from_restored_probabilities(tiny):
+    """Input at 0.75 mm, network at 1.5 mm: the disc comes back from probabilities, closer than nearest labels."""
+    from iac.data.preprocess import preprocess_volume, restore_probabilities, restore_to_grid
+    from iac.eval.inference import predict_volume
+    from iac.eval.metrics import foreground_dice
+
+    _, config = tiny
+    z, y, x = np.mgrid[:2, :28, :28]
+    disc = (np.hypot(y - 13.3, x - 14.6) < 9.5).astype(np.float32)  # (Z, Y, X) on the 0.75 mm grid
+    fine = {"image": 2 * disc - 1, "spacing": (0.75, 0.75, 5.0)}
+    pred = predict_raw(_SignNet(), config, fine)
+    assert pred.shape == disc.shape
+    arr, geometry = preprocess_volume([_image(fine)], config["preprocessing"])
+    probs = predict_volume(_SignNet(), arr, return_probs=True)  # (2, Z, H, W)
+    assert np.array_equal(pred, restore_probabilities(probs, geometry))
+    nearest = restore_to_grid(probs.argmax(axis=0).astype(np.uint8), geometry)
+    assert foreground_dice(pred, disc, 2) > foreground_dice(nearest, disc, 2)
+
+
+def _image(d: dict):
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(np.asarray(d["image"], np.float32))
+    img.SetSpacing(d["spacing"])
+    return img
+
+
+def test_nan_and_inf_inputs_are_refused(tiny, volume, tmp_path):
+    import SimpleITK as sitk
+
+    from iac.data.layouts.base import DataError
+
+    net, config = tiny
+    bad = volume.copy()
+    bad[0, 1, 1] = np.nan
+    with pytest.raises(ValueError, match="'image' holds 1 NaN/Inf voxels"):
+        predict_raw(net, config, {"image": bad, "spacing": SPACING})
+    img = sitk.GetImageFromArray(bad)
+    img.SetSpacing(SPACING)
+    sitk.WriteImage(img, str(tmp_path / "nan.nii.gz"))
+    with pytest.raises(DataError, match=r"nan\.nii\.gz: 1 NaN and 0 Inf voxels"):
+        predict_raw(net, config, str(tmp_path / "nan.nii.gz"))

@@ -14,8 +14,11 @@ The steps, in order, as nnU-Net does them for a 2-D configuration:
    voxels: it fails instead).
 
 :func:`preprocess_volume` runs steps 2-4 on a raw volume from the parameters a
-prepared dataset's manifest stores; :func:`restore_to_grid` undoes the crop/pad
-and the resampling of a label map, giving it back on the volume's original grid.
+prepared dataset's manifest stores. Predictions go back to the volume's original
+grid by :func:`restore_probabilities` (class probabilities: inverse crop/pad,
+linear resampling, then argmax, as nnU-Net does) or :func:`restore_to_grid`
+(a hard label map, nearest neighbour); :func:`to_prepared_grid` carries a float
+map the other way.
 Arrays are numpy ``(Z, Y, X)`` per channel; SimpleITK sizes and spacings are ``(x, y, z)``.
 """
 
@@ -35,6 +38,8 @@ MODALITIES = ("MR", "CT")
 RESAMPLE_RTOL = 1e-3
 # Guard against division by zero for constant volumes.
 STD_FLOOR = 1e-8
+# Label of the background class (what lies outside the preprocessing window).
+BACKGROUND = 0
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,25 @@ def _needs_resampling(spacing_xy: Sequence[float], target: Sequence[float]) -> b
     return not np.allclose(spacing_xy, target, rtol=RESAMPLE_RTOL, atol=0.0)
 
 
+def _resample(
+    img: sitk.Image,
+    grid: tuple[Sequence[int], Sequence[float], Sequence[float], Sequence[float]],
+    interpolator: int,
+    default: float = 0.0,
+) -> sitk.Image:
+    """Resample ``img`` onto ``grid`` = ``(size, spacing, origin, direction)`` (SimpleITK order)."""
+    size, spacing, origin, direction = grid
+    f = sitk.ResampleImageFilter()
+    f.SetSize(tuple(int(s) for s in size))
+    f.SetOutputSpacing(tuple(float(s) for s in spacing))
+    f.SetOutputOrigin(tuple(float(o) for o in origin))
+    f.SetOutputDirection(tuple(float(d) for d in direction))
+    f.SetInterpolator(interpolator)
+    f.SetDefaultPixelValue(float(default))
+    f.SetOutputPixelType(img.GetPixelID())
+    return f.Execute(img)
+
+
 def _resample_inplane(img: sitk.Image, target: Sequence[float], interpolator: int) -> sitk.Image:
     """Resample ``img`` to ``target`` in-plane spacing; z spacing and slice positions unchanged.
 
@@ -148,15 +172,8 @@ def _resample_inplane(img: sitk.Image, target: Sequence[float], interpolator: in
     direction = np.asarray(img.GetDirection()).reshape(3, 3)
     shift = np.array([(target[0] - sx) / 2, (target[1] - sy) / 2, 0.0])  # index-space corner alignment
     origin = np.asarray(img.GetOrigin()) + direction @ shift
-    f = sitk.ResampleImageFilter()
-    f.SetSize((nx, ny, img.GetSize()[2]))
-    f.SetOutputSpacing((float(target[0]), float(target[1]), sz))
-    f.SetOutputOrigin(tuple(float(o) for o in origin))
-    f.SetOutputDirection(img.GetDirection())
-    f.SetInterpolator(interpolator)
-    f.SetDefaultPixelValue(0)
-    f.SetOutputPixelType(img.GetPixelID())
-    return f.Execute(img)
+    grid = ((nx, ny, img.GetSize()[2]), (target[0], target[1], sz), origin, img.GetDirection())
+    return _resample(img, grid, interpolator)
 
 
 def _normalise(arr: np.ndarray, params: PreprocessParams, channel: int) -> np.ndarray:
@@ -307,11 +324,62 @@ def preprocess_volume(
     return arr, geometry
 
 
+# --------------------------------------------------------------------------- back to the original grid
+#
+# Preprocessing resamples in-plane only, so every slice maps to the slice of the
+# same index; a run of slices starting at ``first_slice`` is restored with both
+# grids' origins moved by ``first_slice`` slices (evaluation restores a case a
+# few slices at a time to bound the memory the class probabilities take).
+
+
+def _grids(geometry: dict[str, Any], n_slices: int, first_slice: int) -> tuple[tuple, tuple]:
+    """``(resampled grid, original grid)`` of ``n_slices`` slices from ``first_slice``.
+
+    Each grid is ``(size, spacing, origin, direction)`` in SimpleITK order; the
+    resampled grid is the original one when the case was not resampled.
+    """
+    nx, ny, _ = (int(s) for s in geometry["size"])
+    spacing, direction = list(geometry["spacing"]), list(geometry["direction"])
+    shift = np.asarray(direction).reshape(3, 3) @ np.array([0.0, 0.0, first_slice * spacing[2]])
+    origin = np.asarray(geometry["origin"], dtype=float) + shift
+    original = ((nx, ny, n_slices), spacing, origin, direction)
+    if not geometry.get("resampled"):
+        return original, original
+    rx, ry = (int(s) for s in geometry["resampled_size"])
+    r_origin = np.asarray(geometry["resampled_origin"], dtype=float) + shift
+    resampled = ((rx, ry, n_slices), [*geometry["resampled_spacing"], spacing[2]], r_origin, direction)
+    return resampled, original
+
+
+def _unwindow(arr: np.ndarray, geometry: dict[str, Any], shape_yx: tuple[int, int], fill: float) -> np.ndarray:
+    """Inverse of :func:`_window`: ``(Z, size, size)`` -> ``(Z, Y, X)``; what was padding is cut, the rest ``fill``."""
+    size = int(geometry["slice_size"])
+    sy, sx = (int(s) for s in geometry["crop_start"])
+    ry, rx = shape_yx
+    full = np.full((arr.shape[0], ry, rx), fill, dtype=arr.dtype)
+    ys, ye = max(sy, 0), min(sy + size, ry)
+    xs, xe = max(sx, 0), min(sx + size, rx)
+    if ye > ys and xe > xs:
+        full[:, ys:ye, xs:xe] = arr[:, ys - sy : ye - sy, xs - sx : xe - sx]
+    return full
+
+
+def _check_slices(shape: tuple[int, ...], geometry: dict[str, Any], first_slice: int, what: str) -> None:
+    """Refuse a ``(Z, H, W)`` stack that does not fit the geometry's slice size and slice count."""
+    size, nz = int(geometry["slice_size"]), int(geometry["size"][2])
+    if len(shape) != 3 or shape[1:] != (size, size) or not 0 <= first_slice <= nz - shape[0] or shape[0] < 1:
+        raise ValueError(
+            f"{what} has shape {shape} from slice {first_slice}; this geometry has {nz} slices of {size}x{size}"
+        )
+
+
 def restore_to_grid(label_zhw: np.ndarray, geometry: dict[str, Any]) -> np.ndarray:
-    """Put a label map from the preprocessed grid back on the original grid.
+    """Put a label map from the preprocessed grid back on the original grid (nearest neighbour).
 
     Undoes the crop/pad (voxels outside the window become background) and the
-    in-plane resampling (nearest neighbour).
+    in-plane resampling of a hard label map. :func:`restore_probabilities`
+    restores class probabilities instead, which is what evaluation and the
+    pyfunc model use.
 
     Args:
         label_zhw: label map ``(Z, H, W)`` on the preprocessed grid.
@@ -323,32 +391,90 @@ def restore_to_grid(label_zhw: np.ndarray, geometry: dict[str, Any]) -> np.ndarr
     Raises:
         ValueError: when ``label_zhw`` does not match the geometry's slice count or slice size.
     """
-    size = int(geometry["slice_size"])
-    nx, ny, nz = (int(s) for s in geometry["size"])
-    if label_zhw.shape != (nz, size, size):
-        raise ValueError(f"label_zhw has shape {label_zhw.shape}, expected {(nz, size, size)} for this geometry")
-    if geometry.get("resampled"):
-        rx, ry = (int(s) for s in geometry["resampled_size"])
-    else:
-        rx, ry = nx, ny
-    sy, sx = (int(s) for s in geometry["crop_start"])
-    # Inverse window: place the slice back at its start, cutting what was padding.
-    full = np.zeros((nz, ry, rx), dtype=np.uint8)
-    ys, ye = max(sy, 0), min(sy + size, ry)
-    xs, xe = max(sx, 0), min(sx + size, rx)
-    if ye > ys and xe > xs:
-        full[:, ys:ye, xs:xe] = label_zhw[:, ys - sy : ye - sy, xs - sx : xe - sx]
+    label_zhw = np.asarray(label_zhw)
+    expected = (int(geometry["size"][2]), int(geometry["slice_size"]), int(geometry["slice_size"]))
+    if label_zhw.shape != expected:
+        raise ValueError(f"label_zhw has shape {label_zhw.shape}, expected {expected} for this geometry")
+    resampled, original = _grids(geometry, label_zhw.shape[0], 0)
+    full = _unwindow(label_zhw.astype(np.uint8), geometry, tuple(resampled[0][1::-1]), 0)
     if not geometry.get("resampled"):
         return full
-    img = sitk.GetImageFromArray(full)
-    img.SetSpacing((*geometry["resampled_spacing"], geometry["spacing"][2]))
-    img.SetOrigin(geometry["resampled_origin"])
-    img.SetDirection(geometry["direction"])
-    f = sitk.ResampleImageFilter()
-    f.SetSize((nx, ny, nz))
-    f.SetOutputSpacing(geometry["spacing"])
-    f.SetOutputOrigin(geometry["origin"])
-    f.SetOutputDirection(geometry["direction"])
-    f.SetInterpolator(sitk.sitkNearestNeighbor)
-    f.SetDefaultPixelValue(0)
-    return sitk.GetArrayFromImage(f.Execute(img)).astype(np.uint8)
+    img = _grid_image(full, resampled)
+    return sitk.GetArrayFromImage(_resample(img, original, sitk.sitkNearestNeighbor)).astype(np.uint8)
+
+
+def restore_probabilities(probs_kzhw: np.ndarray, geometry: dict[str, Any], first_slice: int = 0) -> np.ndarray:
+    """Label map on the original grid from class probabilities on the preprocessed grid (nnU-Net's way).
+
+    Each class's probability map is put back through the inverse crop/pad
+    (outside the window: background probability 1, the others 0), resampled
+    linearly onto the original grid, and the label is the argmax there (ties
+    go to the lower label). Restoring the argmax instead (:func:`restore_to_grid`)
+    loses what the probabilities say between the coarser grid's voxels, which
+    is what costs Dice on cases finer than the prepared spacing.
+
+    Args:
+        probs_kzhw: probabilities (or any per-class scores whose argmax is the
+            label) ``(K, Z, H, W)``, for ``Z`` slices of the case from ``first_slice``.
+        geometry: the case's geometry (see :func:`preprocess_case`).
+        first_slice: index of the first of the ``Z`` slices in the case.
+
+    Returns:
+        uint8 label map ``(Z, Y, X)`` for those slices on the original grid.
+
+    Raises:
+        ValueError: when the slices do not fit the geometry.
+    """
+    probs = np.asarray(probs_kzhw, dtype=np.float32)
+    if probs.ndim != 4:
+        raise ValueError(f"probs_kzhw must be (K, Z, H, W), got shape {probs.shape}")
+    _check_slices(probs.shape[1:], geometry, first_slice, "probs_kzhw")
+    resampled, original = _grids(geometry, probs.shape[1], first_slice)
+    best = labels = None
+    for k in range(probs.shape[0]):
+        fill = 1.0 if k == BACKGROUND else 0.0  # outside the window and the image: background
+        full = _unwindow(probs[k], geometry, tuple(resampled[0][1::-1]), fill)
+        if geometry.get("resampled"):
+            full = sitk.GetArrayFromImage(_resample(_grid_image(full, resampled), original, sitk.sitkLinear, fill))
+        if best is None:
+            best, labels = full, np.zeros(full.shape, dtype=np.uint8)
+            continue
+        better = full > best  # strictly: a tie keeps the lower label, as np.argmax does
+        best[better] = full[better]
+        labels[better] = k
+    return labels
+
+
+def to_prepared_grid(volume_zyx: np.ndarray, geometry: dict[str, Any], fill: float = 0.0) -> np.ndarray:
+    """A float map on a case's original grid carried to its preprocessed grid (linear, then crop/pad).
+
+    The forward twin of :func:`restore_probabilities` for one class's map: the
+    soft oracle of :mod:`iac.eval.oracle` carries the one-hot reference this way.
+
+    Args:
+        volume_zyx: ``(Z, Y, X)`` map on the original grid.
+        geometry: the case's geometry.
+        fill: value outside the original image (padding of the window).
+
+    Returns:
+        float32 ``(Z, H, W)`` on the preprocessed grid.
+    """
+    vol = np.asarray(volume_zyx, dtype=np.float32)
+    nx, ny, nz = (int(s) for s in geometry["size"])
+    if vol.shape != (nz, ny, nx):
+        raise ValueError(f"volume_zyx has shape {vol.shape}, expected {(nz, ny, nx)} for this geometry")
+    resampled, original = _grids(geometry, nz, 0)
+    if geometry.get("resampled"):
+        vol = sitk.GetArrayFromImage(_resample(_grid_image(vol, original), resampled, sitk.sitkLinear, fill))
+    size = int(geometry["slice_size"])
+    return _window(vol, tuple(int(s) for s in geometry["crop_start"]), size, fill)
+
+
+def _grid_image(arr: np.ndarray, grid: tuple) -> sitk.Image:
+    """``arr`` ``(Z, Y, X)`` as a SimpleITK image placed on ``grid`` = ``(size, spacing, origin, direction)``."""
+    img = sitk.GetImageFromArray(arr)
+    _, spacing, origin, direction = grid
+    img.SetSpacing(tuple(float(s) for s in spacing))
+    img.SetOrigin(tuple(float(o) for o in origin))
+    img.SetDirection(tuple(float(d) for d in direction))
+    return img

@@ -29,7 +29,7 @@ import numpy as np
 
 from iac.data.layouts.base import DataError
 from iac.data.manifest import MANIFEST, read_manifest
-from iac.data.preprocess import PreprocessParams, restore_to_grid
+from iac.data.preprocess import PreprocessParams, restore_probabilities, restore_to_grid
 from iac.data.splits import SPLITS
 
 # Version of the on-disk format; readers refuse other versions.
@@ -264,9 +264,24 @@ class PreparedDataset:
         spacing = tuple(float(s) for s in self.geometry(case_id)["spacing"])
         return self._array(case_id, LABEL_ORIG_FILE), spacing
 
-    def to_original_grid(self, case_id: str, label_zhw: np.ndarray) -> np.ndarray:
-        """Put a label map ``(Z, H, W)`` on the preprocessed grid back on the case's original grid ``(Z, Y, X)``."""
-        return restore_to_grid(np.asarray(label_zhw), self.geometry(case_id))
+    def to_original_grid(self, case_id: str, prediction: np.ndarray, first_slice: int = 0) -> np.ndarray:
+        """A prediction on the preprocessed grid as a label map ``(Z, Y, X)`` on the case's original grid.
+
+        Args:
+            case_id: the case.
+            prediction: class probabilities ``(K, Z, H, W)`` (restored linearly,
+                then argmax: :func:`iac.data.preprocess.restore_probabilities`)
+                for ``Z`` slices from ``first_slice``, or a hard label map
+                ``(Z, H, W)`` of every slice (nearest neighbour:
+                :func:`iac.data.preprocess.restore_to_grid`).
+            first_slice: first slice of a probability stack.
+        """
+        prediction = np.asarray(prediction)
+        if prediction.ndim == 4:
+            return restore_probabilities(prediction, self.geometry(case_id), first_slice)
+        if first_slice:
+            raise ValueError("a hard label map is restored whole: first_slice must be 0")
+        return restore_to_grid(prediction, self.geometry(case_id))
 
     def __repr__(self) -> str:
         return f"PreparedDataset({str(self.root)!r}, name={self.name!r}, cases={len(self._cases)})"

@@ -1,10 +1,11 @@
 """Patient-level evaluation: predict, restack on the original grid, score.
 
 Every slice of a case is predicted, the slices are stacked back into the
-case's volume and put back on its original grid (inverse crop/pad and
-in-plane resampling), and Dice / HD95 in millimetres are computed per class
-and region against the original label map, with the voxel spacing of the
-original image.
+case's volume and put back on its original grid (inverse crop/pad, then the
+class probabilities resampled linearly and the argmax taken, as nnU-Net does;
+or the argmax by nearest neighbour with ``restore="labels"``), and Dice, HD95
+and normalised surface Dice in millimetres are computed per class and region
+against the original label map, with the voxel spacing of the original image.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from iac.eval.inference import predict_volume
+from iac.eval.inference import predict_original_grid
 from iac.eval.metrics import DEFAULT_EMPTY_POLICY, MEAN_FG_LABEL, case_metrics
 
 
@@ -39,6 +40,7 @@ def evaluate_network(
     policy: str = DEFAULT_EMPTY_POLICY,
     predictions_dir: Path | None = None,
     progress: bool = True,
+    restore: str = "probabilities",
 ) -> EvaluationResult:
     """Evaluate a network on every case of one split of a prepared dataset.
 
@@ -52,6 +54,8 @@ def evaluate_network(
         predictions_dir: when given, each case's prediction is written there as
             NIfTI on its original grid (``<case_id>.nii.gz``).
         progress: show a progress bar.
+        restore: how predictions go back to the original grid, ``"probabilities"``
+            or ``"labels"`` (see :func:`iac.eval.inference.predict_original_grid`).
 
     Returns:
         Rows with ``patient``, ``frame``, ``case``, ``label``, ``dice``,
@@ -68,8 +72,8 @@ def evaluate_network(
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for case in tqdm(cases, desc=f"evaluate {split}", disable=not progress):
-        labels = predict_volume(net, np.asarray(data.image(case.case_id)), device=device, batch_size=batch_size)
-        pred = data.to_original_grid(case.case_id, labels)  # (Z, Y, X) on the original grid
+        image, geometry = data.image(case.case_id), data.geometry(case.case_id)
+        pred = predict_original_grid(net, image, geometry, restore, device, batch_size)  # (Z, Y, X), original grid
         ref, spacing = data.original_label(case.case_id)
         if predictions_dir is not None:
             _write_prediction(data, case.case_id, pred, Path(predictions_dir))

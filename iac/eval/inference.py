@@ -1,9 +1,13 @@
-"""Slice-wise prediction of whole volumes with a 2-D network."""
+"""Slice-wise prediction of whole volumes with a 2-D network, and its way back to the original grid."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
+
+from iac.config import RESTORE_METHODS, check_one_of
 
 
 @torch.no_grad()
@@ -56,3 +60,41 @@ def predict_volume(
     if return_probs:
         return np.moveaxis(np.concatenate(outs, axis=0), 1, 0)  # (K, Z, H, W)
     return np.concatenate(outs, axis=0)  # (Z, H, W)
+
+
+def predict_original_grid(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    geometry: dict[str, Any],
+    restore: str = "probabilities",
+    device: torch.device | str = "cpu",
+    batch_size: int = 32,
+) -> np.ndarray:
+    """Predict a preprocessed volume and put the labels on its original grid.
+
+    Args:
+        model: network mapping (B, C, H, W) images to (B, K, H, W) logits.
+        image: preprocessed volume, (C, Z, H, W) float32.
+        geometry: the volume's geometry (``PreparedDataset.geometry`` or
+            ``preprocess_volume``'s second value).
+        restore: ``"probabilities"``: softmax probabilities restored linearly,
+            then argmax (:func:`iac.data.preprocess.restore_probabilities`),
+            ``batch_size`` slices at a time so that the (K, Z, Y, X) stack is
+            never held whole; ``"labels"``: the argmax restored by nearest
+            neighbour (:func:`iac.data.preprocess.restore_to_grid`).
+        device: where to run the network.
+        batch_size: slices per forward pass.
+
+    Returns:
+        uint8 label map (Z, Y, X) on the original grid.
+    """
+    from iac.data.preprocess import restore_probabilities, restore_to_grid
+
+    check_one_of("restore", restore, RESTORE_METHODS)
+    if restore == "labels":
+        return restore_to_grid(predict_volume(model, image, device, batch_size), geometry)
+    parts = []
+    for start in range(0, image.shape[1], batch_size):
+        probs = predict_volume(model, image[:, start : start + batch_size], device, batch_size, return_probs=True)
+        parts.append(restore_probabilities(probs, geometry, first_slice=start))  # (b, Y, X)
+    return np.concatenate(parts, axis=0)

@@ -41,6 +41,12 @@ def test_resampling_and_restore(tmp_path):
     # Halving the spacing and going back with nearest neighbour recovers the label map.
     np.testing.assert_array_equal(ds.to_original_grid(c.case_id, ds.label(c.case_id)), orig)
     assert (ds.label(c.case_id) > 0).sum() == 4 * (orig > 0).sum()
+    # As one-hot probabilities (linear, then argmax) too: each original voxel lies between two equal fine ones.
+    onehot = np.stack([(np.asarray(ds.label(c.case_id)) == k).astype(np.float32) for k in range(ds.num_classes)])
+    np.testing.assert_array_equal(ds.to_original_grid(c.case_id, onehot), orig)
+    np.testing.assert_array_equal(ds.to_original_grid(c.case_id, onehot[:, 1:], first_slice=1), orig[1:])
+    with pytest.raises(ValueError, match="first_slice must be 0"):
+        ds.to_original_grid(c.case_id, ds.label(c.case_id)[1:], first_slice=1)
 
 
 def test_restore_rejects_wrong_shape():
