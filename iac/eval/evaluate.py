@@ -12,14 +12,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 import torch
 
 from iac.eval.inference import predict_original_grid
-from iac.eval.metrics import DEFAULT_EMPTY_POLICY, MEAN_FG_LABEL, case_metrics
+from iac.eval.metrics import (
+    BACKGROUND,
+    DEFAULT_EMPTY_POLICY,
+    DEFAULT_NSD_TOLERANCE_MM,
+    MEAN_FG_LABEL,
+    SCORES,
+    case_metrics,
+    nsd_tolerances,
+)
 
 
 @dataclass
@@ -41,6 +49,7 @@ def evaluate_network(
     predictions_dir: Path | None = None,
     progress: bool = True,
     restore: str = "probabilities",
+    nsd_tolerance_mm: float | Mapping[str, float] = DEFAULT_NSD_TOLERANCE_MM,
 ) -> EvaluationResult:
     """Evaluate a network on every case of one split of a prepared dataset.
 
@@ -56,10 +65,12 @@ def evaluate_network(
         progress: show a progress bar.
         restore: how predictions go back to the original grid, ``"probabilities"``
             or ``"labels"`` (see :func:`iac.eval.inference.predict_original_grid`).
+        nsd_tolerance_mm: NSD tolerance in mm of every class and region, or
+            ``{name: mm}`` for each (:func:`structure_tolerances` fills the gaps).
 
     Returns:
         Rows with ``patient``, ``frame``, ``case``, ``label``, ``dice``,
-        ``hd95``, ``ref_empty``, ``pred_empty``, and aggregate metrics.
+        ``hd95``, ``nsd``, ``ref_empty``, ``pred_empty``, and aggregate metrics.
     """
     import time
 
@@ -68,6 +79,7 @@ def evaluate_network(
     cases = data.cases(split)
     if not cases:
         raise ValueError(f"split {split!r} of {data.root} has no cases")
+    tolerance = structure_tolerances(data, nsd_tolerance_mm)  # checked before the first prediction
     net = net.to(device).eval()
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -77,32 +89,46 @@ def evaluate_network(
         ref, spacing = data.original_label(case.case_id)
         if predictions_dir is not None:
             _write_prediction(data, case.case_id, pred, Path(predictions_dir))
-        for r in case_metrics(pred, np.asarray(ref), spacing, data.label_names, data.regions, policy):
+        for r in case_metrics(pred, np.asarray(ref), spacing, data.label_names, data.regions, policy, tolerance):
             rows.append({"patient": case.patient, "frame": case.frame or "", "case": case.case_id, **r})
     seconds = (time.perf_counter() - t0) / len(cases)
     df = pd.DataFrame(rows)
     return EvaluationResult(per_case=df, aggregates=aggregate(df), seconds_per_case=seconds)
 
 
+def structure_tolerances(data, nsd_tolerance_mm: float | Mapping[str, float]) -> dict[str, float]:
+    """The NSD tolerance in mm of every class and region of ``data``.
+
+    Args:
+        data: a :class:`iac.data.store.PreparedDataset` (``label_names``, ``regions``).
+        nsd_tolerance_mm: one tolerance for all, or ``{name: mm}`` for some
+            (the others get :data:`iac.eval.metrics.DEFAULT_NSD_TOLERANCE_MM`).
+
+    Raises:
+        ValueError: naming the parameter and the valid names for an unknown name.
+    """
+    names = [n for k, n in sorted(data.label_names.items()) if int(k) != BACKGROUND] + list(data.regions or {})
+    if isinstance(nsd_tolerance_mm, Mapping):
+        return nsd_tolerances(names, per_name=nsd_tolerance_mm)
+    return nsd_tolerances(names, float(nsd_tolerance_mm))
+
+
 def aggregate(df: pd.DataFrame) -> dict[str, float]:
-    """Mean scores per label, per frame (where frames exist) and per patient.
+    """Mean scores per label, per frame (where frames exist) and per patient (NaN scores left out).
 
     ``dice_patient_mean_fg`` (frames averaged per patient, then over patients)
     is the headline number; it is what model selection and ``stats`` use.
     """
     out: dict[str, float] = {}
+    scores = [c for c in SCORES if c in df.columns]
     for label, g in df.groupby("label", sort=False):
-        out[f"dice_{label}"] = float(g["dice"].mean())
-        out[f"hd95_{label}"] = float(g["hd95"].mean())
+        out.update({f"{c}_{label}": float(g[c].mean()) for c in scores})
     fg = df[df["label"] == MEAN_FG_LABEL]
-    per_patient = fg.groupby("patient")[["dice", "hd95"]].mean()
-    out["dice_patient_mean_fg"] = float(per_patient["dice"].mean())
-    out["hd95_patient_mean_fg"] = float(per_patient["hd95"].mean())
-    frames = [f for f in fg["frame"].unique() if f]
-    for f in frames:
+    per_patient = fg.groupby("patient")[scores].mean()
+    out.update({f"{c}_patient_mean_fg": float(per_patient[c].mean()) for c in scores})
+    for f in (f for f in fg["frame"].unique() if f):
         g = fg[fg["frame"] == f]
-        out[f"dice_{f}_mean_fg"] = float(g["dice"].mean())
-        out[f"hd95_{f}_mean_fg"] = float(g["hd95"].mean())
+        out.update({f"{c}_{f}_mean_fg": float(g[c].mean()) for c in scores})
     out["n_patients"] = float(fg["patient"].nunique())
     out["n_cases"] = float(len(fg))
     return out

@@ -1,21 +1,28 @@
-"""Per-case, per-structure Dice and HD95 (millimetres) with MONAI.
+"""Per-case, per-structure Dice, HD95 and normalised surface Dice (millimetres) with MONAI.
 
-The scores themselves come from :func:`monai.metrics.compute_dice` and
+The scores themselves come from :func:`monai.metrics.compute_dice`,
 :func:`monai.metrics.compute_hausdorff_distance` (``percentile=95``, voxel
-spacing in mm). What MONAI leaves undefined, a structure that is empty in the
+spacing in mm) and :func:`monai.metrics.compute_surface_dice` (NSD: the share
+of both surfaces within a tolerance ``tau`` in mm of the other, surface
+elements weighted by their area, ``use_subvoxels=True``, as in Nikolov et
+al.'s original). What MONAI leaves undefined, a structure that is empty in the
 reference, the prediction or both, is settled here by a named
-*empty-structure policy*, so that every row of ``per_case.csv`` has a score
-and says how it got it (``ref_empty``, ``pred_empty``).
+*empty-structure policy*, so that every row of ``per_case.csv`` says how it
+got its scores (``ref_empty``, ``pred_empty``).
 
 Policies (:data:`EMPTY_POLICIES`):
 
 ``"dice1_hd0"`` (default)
-    both empty: Dice 1, HD95 0 (the prediction is right);
-    exactly one empty: Dice 0, HD95 = the image diagonal in mm (the worst
-    distance the image allows).
+    both empty: Dice 1, HD95 0, NSD 1 (the prediction is right);
+    exactly one empty: Dice 0, NSD 0, HD95 = the image diagonal in mm (the
+    worst distance the image allows).
 ``"nan"``
-    both empty: Dice and HD95 are NaN (no structure, no score; MONAI's
-    ``ignore_empty`` convention); exactly one empty as in ``"dice1_hd0"``.
+    reference empty: Dice, HD95 and NSD are NaN whatever was predicted
+    (MONAI's ``ignore_empty=True``: a structure that is not there has no
+    overlap score), so which cases are scored depends on the reference
+    alone, never on a method; a false positive on an empty reference is
+    recorded by ``ref_empty`` / ``pred_empty`` (``stats`` compares those
+    separately). Prediction empty, reference not: as in ``"dice1_hd0"``.
 
 Orientation: label volumes are ``(Z, Y, X)`` arrays as read from the
 prepared store (``original_label``), and the spacing is given in
@@ -35,8 +42,15 @@ EMPTY_POLICIES = ("dice1_hd0", "nan")
 DEFAULT_EMPTY_POLICY = "dice1_hd0"
 # Label of the row holding the mean over the foreground classes.
 MEAN_FG_LABEL = "mean_fg"
+# The scores of every row, in column order.
+SCORES = ("dice", "hd95", "nsd")
 # Percentile of the surface distances reported as "HD95".
 HD_PERCENTILE = 95.0
+# NSD tolerance tau in mm of every class and region without its own (EvalConfig.nsd_tolerance_mm).
+DEFAULT_NSD_TOLERANCE_MM = 2.0
+# NSD weighs surface elements by their area (MONAI use_subvoxels=True): with
+# anisotropic voxels a boundary voxel's share of the surface depends on its face.
+NSD_SUBVOXELS = True
 # Background label in every label map (never scored).
 BACKGROUND = 0
 # Voxels kept around the bounding box of a structure pair before scoring, so
@@ -106,49 +120,88 @@ def _as_batch(mask: np.ndarray):
     return torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
 
 
+def _empty_scores(ref_empty: bool, pred_empty: bool, policy: str, diagonal: float) -> tuple[float, float, float]:
+    """``(dice, hd95, nsd)`` of a structure empty on at least one side, under ``policy``."""
+    if policy == "nan" and ref_empty:
+        return math.nan, math.nan, math.nan  # depends on the reference only
+    if ref_empty and pred_empty:
+        return 1.0, 0.0, 1.0
+    return 0.0, diagonal, 0.0
+
+
+def _monai_scores(pred: np.ndarray, ref: np.ndarray, spacing_zyx: tuple[float, ...], tolerance_mm: float):
+    """``(dice, hd95, nsd)`` of two non-empty masks with MONAI (cropped to their union first)."""
+    # Imported here so that reading and testing scores (stats) never loads torch.
+    from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
+
+    p, r = _crop_to_union(pred, ref)
+    p_t, r_t = _as_batch(p), _as_batch(r)
+    dice = float(compute_dice(p_t, r_t, include_background=True)[0, 0])
+    with warnings.catch_warnings():
+        # MONAI 1.5+ warns about its own internal use of a deprecated argument.
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"monai\.")
+        hd = compute_hausdorff_distance(
+            p_t, r_t, include_background=True, percentile=HD_PERCENTILE, spacing=list(spacing_zyx)
+        )
+        nsd = compute_surface_dice(
+            p_t, r_t, [float(tolerance_mm)], include_background=True, spacing=list(spacing_zyx),
+            use_subvoxels=NSD_SUBVOXELS,
+        )
+    return dice, float(hd[0, 0]), float(nsd[0, 0])
+
+
 def structure_scores(
     pred: np.ndarray,
     ref: np.ndarray,
     spacing_xyz: Sequence[float],
     policy: str = DEFAULT_EMPTY_POLICY,
+    nsd_tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM,
 ) -> dict[str, float | bool]:
-    """Dice and HD95 (mm) of one binary structure.
+    """Dice, HD95 (mm) and normalised surface Dice of one binary structure.
 
     Args:
         pred: predicted mask, ``(Z, Y, X)`` (any dtype; non-zero is inside).
         ref: reference mask, same shape.
         spacing_xyz: voxel spacing in mm in ``(x, y, z)`` order.
         policy: empty-structure policy, one of :data:`EMPTY_POLICIES`.
+        nsd_tolerance_mm: the NSD tolerance tau in mm (> 0).
 
     Returns:
-        ``{"dice", "hd95", "ref_empty", "pred_empty"}``.
+        ``{"dice", "hd95", "nsd", "ref_empty", "pred_empty"}``.
     """
     check_policy(policy)
+    if not (isinstance(nsd_tolerance_mm, (int, float)) and math.isfinite(nsd_tolerance_mm) and nsd_tolerance_mm > 0):
+        raise ValueError(f"nsd_tolerance_mm must be a positive finite distance in mm, got {nsd_tolerance_mm!r}")
     pred = np.asarray(pred).astype(bool, copy=False)
     ref = np.asarray(ref).astype(bool, copy=False)
     if pred.shape != ref.shape:
         raise ValueError(f"pred shape {pred.shape} differs from ref shape {ref.shape}")
     spacing = _spacing_zyx(spacing_xyz, ref.ndim)
     ref_empty, pred_empty = not ref.any(), not pred.any()
-    if ref_empty and pred_empty:
-        dice, hd95 = (math.nan, math.nan) if policy == "nan" else (1.0, 0.0)
-    elif ref_empty or pred_empty:
-        dice, hd95 = 0.0, image_diagonal_mm(ref.shape, spacing_xyz)
+    if ref_empty or pred_empty:
+        dice, hd95, nsd = _empty_scores(ref_empty, pred_empty, policy, image_diagonal_mm(ref.shape, spacing_xyz))
     else:
-        # Imported here so that reading and testing scores (stats) never loads torch.
-        from monai.metrics import compute_dice, compute_hausdorff_distance
+        dice, hd95, nsd = _monai_scores(pred, ref, spacing, nsd_tolerance_mm)
+    return {"dice": dice, "hd95": hd95, "nsd": nsd, "ref_empty": ref_empty, "pred_empty": pred_empty}
 
-        p, r = _crop_to_union(pred, ref)
-        p_t, r_t = _as_batch(p), _as_batch(r)
-        dice = float(compute_dice(p_t, r_t, include_background=True)[0, 0])
-        with warnings.catch_warnings():
-            # MONAI 1.5+ warns about its own internal use of a deprecated argument.
-            warnings.filterwarnings("ignore", category=FutureWarning, module=r"monai\.")
-            hd = compute_hausdorff_distance(
-                p_t, r_t, include_background=True, percentile=HD_PERCENTILE, spacing=list(spacing)
-            )
-        hd95 = float(hd[0, 0])
-    return {"dice": dice, "hd95": hd95, "ref_empty": ref_empty, "pred_empty": pred_empty}
+
+def nsd_tolerances(
+    names: Sequence[str], default_mm: float = DEFAULT_NSD_TOLERANCE_MM, per_name: Mapping[str, float] | None = None
+) -> dict[str, float]:
+    """The NSD tolerance of every class and region name: its own where given, else ``default_mm``.
+
+    Raises:
+        ValueError: naming ``nsd_class_tolerance_mm`` when it lists a name that is
+            neither a class nor a region (with the valid names).
+    """
+    per_name = dict(per_name or {})
+    unknown = sorted(set(per_name) - set(names))
+    if unknown:
+        raise ValueError(
+            f"nsd_class_tolerance_mm names {unknown}, which are not classes or regions of this dataset; "
+            f"valid names: {', '.join(names)}"
+        )
+    return {name: float(per_name.get(name, default_mm)) for name in names}
 
 
 def foreground_dice(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> float:
@@ -184,6 +237,7 @@ def case_metrics(
     label_names: Mapping[int, str],
     regions: Mapping[str, Sequence[int]] | None = None,
     policy: str = DEFAULT_EMPTY_POLICY,
+    nsd_tolerance_mm: float | Mapping[str, float] = DEFAULT_NSD_TOLERANCE_MM,
 ) -> list[dict[str, object]]:
     """Per-class, per-region and mean foreground scores of one case.
 
@@ -196,18 +250,20 @@ def case_metrics(
         regions: ``{name: labels}`` scored as the union of those labels
             (BraTS whole tumour, KiTS kidney + tumour, ...); ``None`` = none.
         policy: empty-structure policy, one of :data:`EMPTY_POLICIES`.
+        nsd_tolerance_mm: NSD tolerance in mm for every structure, or
+            ``{name: mm}`` for every class and region name (see :func:`nsd_tolerances`).
 
     Returns:
         One row per foreground class (``label`` = its name), then one per
         region, then ``label="mean_fg"``: each row holds ``label``, ``dice``,
-        ``hd95`` (mm), ``ref_empty``, ``pred_empty``. The ``mean_fg`` row
-        averages the foreground *classes* (not the regions) as they were
+        ``hd95`` (mm), ``nsd``, ``ref_empty``, ``pred_empty``. The ``mean_fg``
+        row averages the foreground *classes* (not the regions) as they were
         scored under ``policy``: with ``"dice1_hd0"`` a class empty in both
-        counts as Dice 1 / HD95 0 and a class empty on one side as Dice 0 /
-        diagonal; with ``"nan"`` classes empty in both are left out of the
-        mean (NaN when every class is). Its ``ref_empty`` / ``pred_empty``
-        are true only when every foreground class is empty on that side.
-        The caller adds ``patient`` and ``frame``.
+        counts as Dice 1 / HD95 0 / NSD 1 and a class empty on one side as
+        Dice 0 / diagonal / NSD 0; with ``"nan"`` classes with an empty
+        reference are left out of the mean (NaN when every class has one).
+        Its ``ref_empty`` / ``pred_empty`` are true only when every foreground
+        class is empty on that side. The caller adds ``patient`` and ``frame``.
     """
     check_policy(policy)
     pred = np.asarray(pred)
@@ -229,26 +285,30 @@ def case_metrics(
                 f"valid foreground labels are {sorted(foreground)}"
             )
 
+    names = [*(name for _, name in sorted(foreground.items())), *regions]
+    tolerance = (
+        nsd_tolerances(names, per_name=nsd_tolerance_mm)
+        if isinstance(nsd_tolerance_mm, Mapping)
+        else nsd_tolerances(names, float(nsd_tolerance_mm))
+    )
+    structures = {name: [label] for label, name in sorted(foreground.items())}
+    structures.update({name: [int(m) for m in members] for name, members in regions.items()})
     rows: list[dict[str, object]] = []
-    for label, name in sorted(foreground.items()):
-        rows.append({"label": name, **structure_scores(pred == label, ref == label, spacing_xyz, policy)})
-    class_rows = list(rows)
-    for name, members in regions.items():
-        labels = [int(m) for m in members]
-        scores = structure_scores(np.isin(pred, labels), np.isin(ref, labels), spacing_xyz, policy)
+    for name, labels in structures.items():
+        scores = structure_scores(np.isin(pred, labels), np.isin(ref, labels), spacing_xyz, policy, tolerance[name])
         rows.append({"label": name, **scores})
+    rows.append(_mean_row(rows[: len(foreground)]))
+    return rows
 
+
+def _mean_row(class_rows: list[dict[str, object]]) -> dict[str, object]:
+    """The ``mean_fg`` row: scores averaged over the classes (NaN left out), flags true when true for every class."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN mean under policy "nan"
-        mean_dice = float(np.nanmean([r["dice"] for r in class_rows]))
-        mean_hd = float(np.nanmean([r["hd95"] for r in class_rows]))
-    rows.append(
-        {
-            "label": MEAN_FG_LABEL,
-            "dice": mean_dice,
-            "hd95": mean_hd,
-            "ref_empty": all(r["ref_empty"] for r in class_rows),
-            "pred_empty": all(r["pred_empty"] for r in class_rows),
-        }
-    )
-    return rows
+        means = {k: float(np.nanmean([r[k] for r in class_rows])) for k in SCORES}
+    return {
+        "label": MEAN_FG_LABEL,
+        **means,
+        "ref_empty": all(r["ref_empty"] for r in class_rows),
+        "pred_empty": all(r["pred_empty"] for r in class_rows),
+    }

@@ -1,12 +1,23 @@
 """The per-case score file: what ``evaluate`` writes and ``stats`` reads.
 
 ``per_case.csv`` holds one row per (patient, frame, label) with at least
-:data:`COLUMNS`; a JSON sidecar beside it (same stem, ``per_case.json``)
-states how the scores were made: the empty-structure policy, the dataset,
-its ``data_fingerprint``, the split and the model URI. Both files are
+:data:`COLUMNS` (and ``nsd``, normalised surface Dice, from schema version 2
+on); a JSON sidecar beside it (same stem, ``per_case.json``) states how the
+scores were made: the empty-structure policy, how predictions were restored
+to the original grid, the NSD tolerances, the dataset, the fingerprint of the
+evaluated data (``eval_data_fingerprint``) and of the data the model was
+trained on (``data_fingerprint``), the split and the model URI. Both files are
 written through :func:`save_per_case` and read back through
 :func:`load_per_case`, which validates them and refuses scores whose
-empty-structure policy is not stated.
+empty-structure policy is not stated, or whose NaN scores under policy
+``"nan"`` are not exactly the rows with an empty reference.
+
+Schema version 1 (before NSD) recorded the evaluated data's fingerprint as
+``data_fingerprint``, restored hard labels by nearest neighbour, and its
+``"nan"`` policy left a structure unscored only when reference *and*
+prediction were empty; :func:`load_per_case` reads such files with
+``eval_data_fingerprint`` and ``restore`` filled in accordingly, and refuses
+their ``"nan"`` scores where a false positive on an empty reference was scored.
 """
 
 from __future__ import annotations
@@ -26,12 +37,19 @@ from iac.eval.metrics import check_policy
 COLUMNS = ("patient", "frame", "label", "dice", "hd95", "ref_empty", "pred_empty")
 KEY_COLUMNS = ("patient", "frame", "label")
 TEXT_COLUMNS = KEY_COLUMNS
-SCORE_COLUMNS = ("dice", "hd95")
+SCORE_COLUMNS = ("dice", "hd95", "nsd")  # nsd is absent from schema version 1 files
+SCORE_NAMES = {"dice": "Dice", "hd95": "HD95", "nsd": "NSD"}
+# Scores that are fractions in [0, 1] (the others are distances in mm).
+FRACTION_COLUMNS = ("dice", "nsd")
 FLAG_COLUMNS = ("ref_empty", "pred_empty")
 # Sidecar keys: the policy is required, the others are recorded (None when unknown).
 POLICY_KEY = "empty_policy"
-META_KEYS = ("dataset", "data_fingerprint", "split", "model")
-SCHEMA_VERSION = 1
+META_KEYS = (
+    "dataset", "eval_data_fingerprint", "data_fingerprint", "split", "model", "restore", "nsd_tolerance_mm",
+)
+SCHEMA_VERSION = 2
+# How schema version 1 restored predictions (nearest neighbour of the argmax).
+V1_RESTORE = "labels"
 # Spellings of booleans accepted when reading the CSV back.
 _TRUE = frozenset({"true", "1"})
 _FALSE = frozenset({"false", "0"})
@@ -58,26 +76,48 @@ def _validate(df: pd.DataFrame, policy: str, source: str) -> pd.DataFrame:
         raise PerCaseError(f"{source}: {int((df['patient'] == '').sum())} rows have no patient id")
     if (df["label"] == "").any():
         raise PerCaseError(f"{source}: {int((df['label'] == '').sum())} rows have no label")
-    for col in SCORE_COLUMNS:
+    scores = [c for c in SCORE_COLUMNS if c in df.columns]
+    for col in scores:
         try:
             df[col] = pd.to_numeric(df[col], errors="raise").astype(float)
         except (ValueError, TypeError) as err:
             raise PerCaseError(f"{source}: column {col!r} is not numeric ({err})") from err
     for col in FLAG_COLUMNS:
         df[col] = _as_bool(df[col], col, source)
-    dice, hd = df["dice"].to_numpy(), df["hd95"].to_numpy()
-    if np.any((dice < 0) | (dice > 1)):
-        raise PerCaseError(f"{source}: Dice values outside [0, 1]")
-    if np.any(hd < 0) or np.any(np.isinf(hd)):
-        raise PerCaseError(f"{source}: HD95 values must be finite and >= 0 mm")
-    if policy == "dice1_hd0" and (np.isnan(dice).any() or np.isnan(hd).any()):
-        raise PerCaseError(f"{source}: NaN scores, but policy 'dice1_hd0' scores every structure")
+    _check_scores(df, scores, policy, source)
     dup = df.duplicated(list(KEY_COLUMNS), keep=False)
     if dup.any():
         first = df.loc[dup, list(KEY_COLUMNS)].iloc[0].to_dict()
         raise PerCaseError(f"{source}: {int(dup.sum())} rows repeat a (patient, frame, label), e.g. {first}")
     extra = [c for c in df.columns if c not in COLUMNS]
     return df[list(COLUMNS) + extra].reset_index(drop=True)
+
+
+def _check_scores(df: pd.DataFrame, scores: list[str], policy: str, source: str) -> None:
+    """Ranges of the scores, and NaN exactly where the policy puts it.
+
+    Raises:
+        PerCaseError: a fraction outside [0, 1], an infinite or negative
+            distance, NaN under ``"dice1_hd0"``, or, under ``"nan"``, a NaN
+            score with a non-empty reference or a score with an empty one.
+    """
+    for col in scores:
+        values = df[col].to_numpy()
+        name = SCORE_NAMES[col]
+        if col in FRACTION_COLUMNS and np.any((values < 0) | (values > 1)):
+            raise PerCaseError(f"{source}: {name} values outside [0, 1]")
+        if col not in FRACTION_COLUMNS and (np.any(values < 0) or np.any(np.isinf(values))):
+            raise PerCaseError(f"{source}: {name} values must be finite and >= 0 mm")
+        nan = np.isnan(values)
+        if policy == "dice1_hd0" and nan.any():
+            raise PerCaseError(f"{source}: NaN scores ({name}), but policy 'dice1_hd0' scores every structure")
+        if policy == "nan" and not np.array_equal(nan, df["ref_empty"].to_numpy()):
+            bad = df.loc[nan != df["ref_empty"].to_numpy(), list(KEY_COLUMNS)].head(3).to_dict("records")
+            raise PerCaseError(
+                f"{source}: under policy 'nan' a {name} score is NaN exactly where the reference is empty; "
+                f"{int((nan != df['ref_empty'].to_numpy()).sum())} rows are not, e.g. {bad} (scores of an older "
+                "evaluate left a structure unscored only when the prediction was empty too: re-run evaluate)"
+            )
 
 
 def _as_bool(col: pd.Series, name: str, source: str) -> pd.Series:
@@ -104,8 +144,8 @@ def save_per_case(
             ``frame`` may be absent or empty (datasets without frames).
         path: the CSV to write; the sidecar goes to :func:`sidecar_path`.
         meta: must hold ``empty_policy`` (see :data:`iac.eval.metrics.EMPTY_POLICIES`);
-            ``dataset``, ``data_fingerprint``, ``split``, ``model`` are
-            recorded (None when absent); other JSON-able keys are kept.
+            :data:`META_KEYS` are recorded (None when absent); other JSON-able
+            keys are kept.
 
     Returns:
         The CSV path.
@@ -149,7 +189,8 @@ def load_per_case(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     Returns:
         ``(table, meta)``: text keys as ``str`` (``frame`` is ``""`` where the
         dataset has none), scores as float, flags as bool; ``meta`` is the
-        sidecar, with ``empty_policy`` guaranteed to be a known policy.
+        sidecar, with ``empty_policy`` guaranteed to be a known policy and a
+        version 1 sidecar's keys upgraded.
 
     Raises:
         PerCaseError: missing file or sidecar, no stated or unknown policy,
@@ -186,7 +227,17 @@ def load_per_case(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     df = _validate(df, meta[POLICY_KEY], str(path))
     if meta.get("n_rows") is not None and int(meta["n_rows"]) != len(df):
         raise PerCaseError(f"{path} has {len(df)} rows but its sidecar records {meta['n_rows']}")
-    return df, meta
+    return df, _upgraded(meta)
+
+
+def _upgraded(meta: dict[str, Any]) -> dict[str, Any]:
+    """A sidecar in the current schema's terms (see the module docstring for version 1)."""
+    meta = dict(meta)
+    if int(meta.get("schema_version") or 1) == 1:
+        meta.setdefault("eval_data_fingerprint", meta.get("data_fingerprint"))
+        meta["data_fingerprint"] = None  # version 1 did not record the training data's
+        meta.setdefault("restore", V1_RESTORE)
+    return meta
 
 
 class PerCaseTable:
@@ -211,13 +262,14 @@ class PerCaseTable:
 
 
 def mean_scores(df: pd.DataFrame) -> dict[str, float]:
-    """Mean Dice and HD95 per label over all rows (NaN scores left out).
+    """Mean scores per label over all rows (NaN scores left out).
 
-    Keys are ``"dice/<label>"`` and ``"hd95/<label>"``, ready to log as metrics.
+    Keys are ``"<score>/<label>"`` (``dice``, ``hd95`` and, where present,
+    ``nsd``), ready to log as metrics.
     """
     out: dict[str, float] = {}
     for label, group in df.groupby("label", sort=False):
-        for col in SCORE_COLUMNS:
+        for col in (c for c in SCORE_COLUMNS if c in df.columns):
             value = float(np.nanmean(group[col].to_numpy(dtype=float))) if group[col].notna().any() else math.nan
             out[f"{col}/{label}"] = value
     return out

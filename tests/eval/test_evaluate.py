@@ -62,12 +62,12 @@ class _Background(torch.nn.Module):
 def test_a_perfect_prediction_scores_one_on_the_original_grid(data):
     res = evaluate_network(_Oracle(data, "test"), data, "test", batch_size=5, progress=False)
     df = res.per_case
-    assert {"patient", "frame", "case", "label", "dice", "hd95", "ref_empty", "pred_empty"} <= set(df.columns)
+    assert {"patient", "frame", "case", "label", "dice", "hd95", "nsd", "ref_empty", "pred_empty"} <= set(df.columns)
     assert set(df["case"]) == {c.case_id for c in data.cases("test")}
     assert set(df["label"]) == {*(n for k, n in data.label_names.items() if k), MEAN_FG_LABEL}
-    assert (df["dice"] == 1.0).all() and (df["hd95"] == 0.0).all()
+    assert (df["dice"] == 1.0).all() and (df["hd95"] == 0.0).all() and (df["nsd"] == 1.0).all()
     agg = res.aggregates
-    assert agg["dice_patient_mean_fg"] == 1.0
+    assert agg["dice_patient_mean_fg"] == 1.0 and agg["nsd_patient_mean_fg"] == 1.0
     assert agg["n_patients"] == len(data.patients("test")) and agg["n_cases"] == len(data.cases("test"))
     assert {"dice_ED_mean_fg", "dice_ES_mean_fg"} <= set(agg)
     assert res.seconds_per_case > 0
@@ -93,6 +93,11 @@ def test_predictions_are_written_with_the_original_geometry(data, tmp_path):
         np.testing.assert_allclose(img.GetOrigin(), geom["origin"], rtol=1e-6)
         ref, _ = data.original_label(case.case_id)
         assert np.array_equal(sitk.GetArrayFromImage(img), np.asarray(ref))
+
+
+def test_an_unknown_nsd_tolerance_name_is_refused_before_predicting(data):
+    with pytest.raises(ValueError, match=r"nsd_class_tolerance_mm names \['LVV'\].*valid names: RV, myocardium, LV"):
+        evaluate_network(_Background(data.num_classes), data, "test", progress=False, nsd_tolerance_mm={"LVV": 1.0})
 
 
 def test_an_empty_split_is_refused():

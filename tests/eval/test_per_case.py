@@ -1,4 +1,4 @@
-"""per_case.csv + per_case.json: round trip, validation, refusal of unstated policies."""
+"""per_case.csv + per_case.json: round trip, validation, refusal of unstated policies, schema 1 files."""
 
 from __future__ import annotations
 
@@ -22,17 +22,20 @@ from iac.eval.per_case import (
 META = {
     "empty_policy": "dice1_hd0",
     "dataset": "phantom",
-    "data_fingerprint": "abc123",
+    "eval_data_fingerprint": "abc123",
+    "data_fingerprint": "train456",
     "split": "test",
     "model": "models:/iac-unet-phantom-unet/1",
+    "restore": "probabilities",
+    "nsd_tolerance_mm": {"lv": 2.0},
 }
 
 
 def _rows() -> list[dict]:
     return [
-        {"patient": "001", "frame": "ED", "label": "lv", "dice": 0.9, "hd95": 2.5, "ref_empty": False, "pred_empty": False},
-        {"patient": "001", "frame": "ES", "label": "lv", "dice": 1.0, "hd95": 0.0, "ref_empty": True, "pred_empty": True},
-        {"patient": "002", "frame": "ED", "label": "lv", "dice": 0.0, "hd95": 301.25, "ref_empty": False, "pred_empty": True},
+        {"patient": "001", "frame": "ED", "label": "lv", "dice": 0.9, "hd95": 2.5, "nsd": 0.8, "ref_empty": False, "pred_empty": False},
+        {"patient": "001", "frame": "ES", "label": "lv", "dice": 1.0, "hd95": 0.0, "nsd": 1.0, "ref_empty": True, "pred_empty": True},
+        {"patient": "002", "frame": "ED", "label": "lv", "dice": 0.0, "hd95": 301.25, "nsd": 0.0, "ref_empty": False, "pred_empty": True},
     ]
 
 
@@ -43,6 +46,7 @@ def test_round_trip_keeps_values_dtypes_and_meta(tmp_path):
     assert list(df.columns[: len(COLUMNS)]) == list(COLUMNS)
     assert df["patient"].tolist() == ["001", "001", "002"]  # ids stay text
     assert df["dice"].tolist() == [0.9, 1.0, 0.0] and df["hd95"].tolist() == [2.5, 0.0, 301.25]
+    assert df["nsd"].tolist() == [0.8, 1.0, 0.0]
     assert df["ref_empty"].dtype == bool and df["pred_empty"].tolist() == [False, True, True]
     assert {k: meta[k] for k in META} == META and meta["extra"] == [1, 2] and meta["n_rows"] == 3
 
@@ -65,14 +69,44 @@ def test_collector_feeds_save(tmp_path):
     assert len(table) == 4
     df, _ = load_per_case(save_per_case(table.to_frame(), tmp_path / "per_case.csv", META))
     assert df["frame"].tolist() == ["", "", "ED", "ED"]
-    assert mean_scores(df) == {"dice/fg": 1.0, "hd95/fg": 0.0, "dice/mean_fg": 1.0, "hd95/mean_fg": 0.0}
+    assert mean_scores(df) == {
+        "dice/fg": 1.0, "hd95/fg": 0.0, "nsd/fg": 1.0, "dice/mean_fg": 1.0, "hd95/mean_fg": 0.0, "nsd/mean_fg": 1.0,
+    }
+
+
+def _nan_rows() -> list[dict]:
+    """Under policy "nan": the empty references (the second row, and a false positive on one) are NaN."""
+    rows = _rows()
+    rows[1].update(dice=math.nan, hd95=math.nan, nsd=math.nan)
+    rows.append({**rows[1], "patient": "003", "pred_empty": False})
+    return rows
 
 
 def test_nan_policy_round_trips_nan_scores(tmp_path):
-    rows = _rows()
-    rows[1].update(dice=math.nan, hd95=math.nan)
-    df, meta = load_per_case(save_per_case(rows, tmp_path / "per_case.csv", {**META, "empty_policy": "nan"}))
-    assert meta["empty_policy"] == "nan" and math.isnan(df.loc[1, "dice"]) and math.isnan(df.loc[1, "hd95"])
+    df, meta = load_per_case(save_per_case(_nan_rows(), tmp_path / "per_case.csv", {**META, "empty_policy": "nan"}))
+    assert meta["empty_policy"] == "nan"
+    assert df[["dice", "hd95", "nsd"]].isna().all(axis=1).tolist() == [False, True, False, True]
+
+
+@pytest.mark.parametrize("row, scores", [(3, {"dice": 0.0, "hd95": 301.25, "nsd": 0.0}), (0, {"nsd": math.nan})])
+def test_nan_policy_refuses_nan_that_does_not_follow_the_reference(tmp_path, row, scores):
+    """A false positive on an empty reference scored 0 (the older 'nan'), or NaN on a present structure."""
+    rows = _nan_rows()
+    rows[row].update(scores)
+    with pytest.raises(PerCaseError, match="NaN exactly where the reference is empty; 1 rows are not"):
+        save_per_case(rows, tmp_path / "per_case.csv", {**META, "empty_policy": "nan"})
+
+
+def test_a_schema_1_file_reads_with_its_fingerprint_as_the_evaluated_data(tmp_path):
+    rows = [{k: v for k, v in r.items() if k != "nsd"} for r in _rows()]
+    path = tmp_path / "per_case.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    old = {"schema_version": 1, "empty_policy": "dice1_hd0", "dataset": "phantom", "data_fingerprint": "abc123"}
+    sidecar_path(path).write_text(json.dumps({**old, "split": "test", "model": None, "n_rows": 3}))
+    df, meta = load_per_case(path)
+    assert "nsd" not in df.columns and df["dice"].tolist() == [0.9, 1.0, 0.0]
+    assert meta["eval_data_fingerprint"] == "abc123" and meta["data_fingerprint"] is None
+    assert meta["restore"] == "labels"
 
 
 def test_save_refuses_meta_without_policy(tmp_path):
