@@ -246,9 +246,9 @@ ERROR, EFFECT = 0.05, 80.0
 STEP_SD = 6e-4 * math.sqrt(50)
 
 
-def walk(rng, n_checks, drift, n_ops=len(OPS), sd=STEP_SD):
+def walk(rng, n_checks, drift, sd=STEP_SD):
     """Distributions of a random walk of the logits; op 1 drifts up by ``drift`` per check."""
-    steps = rng.normal(0.0, sd, (n_checks, n_ops))
+    steps = rng.normal(0.0, sd, (n_checks, len(OPS)))
     steps[:, 1] += drift
     return [softmax(row) for row in np.cumsum(steps, axis=0)]
 
