@@ -160,6 +160,18 @@ def top_k_ops(ops: Sequence[str], probs: Sequence[float], k: int) -> tuple[str, 
     return tuple(ops[i] for i in order[:k])
 
 
+def _update_args(edge_key: str, ops: Sequence[str], probs: Sequence[float], k: int) -> tuple[int, tuple[str, ...], np.ndarray]:
+    """Validated arguments of an ``update``: the top-k size, the names, the distribution."""
+    k = int(k)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    ops = tuple(str(o) for o in ops)
+    p = _as_distribution(probs, f"probs of {edge_key!r}")
+    if len(ops) != p.size:
+        raise ValueError(f"{edge_key!r}: {len(ops)} ops but {p.size} probabilities")
+    return k, ops, p
+
+
 @dataclass(frozen=True)
 class EdgeStatus:
     """Outcome of one :meth:`StabilityTest.update`.
@@ -274,13 +286,7 @@ class StabilityTest:
         Returns:
             The edge's :class:`EdgeStatus` after this check.
         """
-        k = self.top_k if k is None else int(k)
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        ops = tuple(str(o) for o in ops)
-        p = _as_distribution(probs, f"probs of {edge_key!r}")
-        if len(ops) != p.size:
-            raise ValueError(f"{edge_key!r}: {len(ops)} ops but {p.size} probabilities")
+        k, ops, p = _update_args(edge_key, ops, probs, self.top_k if k is None else k)
         st = self._edges.get(edge_key)
         if st is None or tuple(st["ops"]) != ops:
             st = {"ops": list(ops), "history": [], "count": 0, "streak_top": [], "seen": 0}
@@ -602,13 +608,7 @@ class SequentialMarginTest:
         Returns:
             The key's :class:`EdgeStatus` after this check (``js`` is ``None``).
         """
-        k = self.top_k if k is None else int(k)
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        ops = tuple(str(o) for o in ops)
-        p = _as_distribution(probs, f"probs of {edge_key!r}")
-        if len(ops) != p.size:
-            raise ValueError(f"{edge_key!r}: {len(ops)} ops but {p.size} probabilities")
+        k, ops, p = _update_args(edge_key, ops, probs, self.top_k if k is None else k)
         self.evidence.observe(edge_key, ops, p)
         top = top_k_ops(ops, p, k)
         verdicts, evidence = self.evidence.verdicts(edge_key, top[:1], _outsiders(ops, top))
