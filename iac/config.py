@@ -48,7 +48,9 @@ RESTORE_METHODS = ("probabilities", "labels")
 AMOS_MODALITIES = ("ct", "mri", "all")
 KITS_VERSIONS = ("auto", "19", "23")
 ZERO_METHODS = ("zsplit", "wilcox", "pratt")
-STATS_METRICS = ("dice", "hd95")
+STATS_METRICS = ("dice", "hd95", "nsd")
+# Normalised surface Dice tolerance tau in mm of a class or region without its own (EvalConfig).
+DEFAULT_NSD_TOLERANCE_MM = 2.0
 
 
 class ConfigError(ValueError):
@@ -228,7 +230,14 @@ class EvalConfig:
     model: str = ""  # models:/name@alias, models:/name/N or runs:/id/path
     data: Path = Path("data/prepared/phantom")
     split: str = "test"  # train | val | test
-    empty_policy: str = "dice1_hd0"  # both empty: Dice 1, HD95 0; one empty: Dice 0, HD95 = diagonal
+    # both empty: Dice 1, HD95 0, NSD 1; one empty: Dice 0, HD95 = diagonal, NSD 0.
+    # "nan": an empty reference is not scored (NaN), whatever was predicted (MONAI's ignore_empty).
+    empty_policy: str = "dice1_hd0"
+    # "probabilities": softmax restored linearly to the original grid, then argmax (nnU-Net);
+    # "labels": the argmax restored by nearest neighbour.
+    restore: str = "probabilities"
+    nsd_tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM  # NSD tolerance of every class and region
+    nsd_class_tolerance_mm: tuple[tuple[str, float], ...] = ()  # (name, mm) overrides per class or region
     save_predictions: bool = False  # also write NIfTI predictions on each patient's original grid
     batch_size: int = 32
     device: str = "auto"
@@ -237,6 +246,17 @@ class EvalConfig:
         _check_model_uri("model", self.model)
         check_one_of("split", self.split, SPLIT_NAMES)
         check_one_of("empty_policy", self.empty_policy, EMPTY_POLICIES)
+        check_one_of("restore", self.restore, RESTORE_METHODS)
+        check_positive("nsd_tolerance_mm", self.nsd_tolerance_mm)
+        pairs = self.nsd_class_tolerance_mm
+        names = [p[0] for p in pairs if isinstance(p, (tuple, list)) and len(p) == 2 and isinstance(p[0], str) and p[0]]
+        if len(names) != len(pairs) or len(set(names)) != len(names):
+            raise ConfigError(
+                "nsd_class_tolerance_mm",
+                f"must be distinct (class or region name, mm) pairs such as (('LV', 1.5),), got {pairs!r}",
+            )
+        for _, mm in pairs:
+            check_positive("nsd_class_tolerance_mm", mm)
         check_positive("batch_size", self.batch_size)
 
 
@@ -336,15 +356,20 @@ class StatsConfig:
     """Settings of ``stats``: patient-level paired comparisons of evaluate runs."""
 
     reference: str = "iac-lth"  # method every other method is compared with
-    metrics: tuple[str, ...] = ("dice", "hd95")  # per-case columns tested (each its own Holm family)
-    alpha: float = 0.05  # level of the Holm-corrected tests and of each one-sided TOST test
-    margin: float = 0.01  # equivalence margin on the Dice scale [0, 1]
+    metrics: tuple[str, ...] = ("dice", "hd95", "nsd")  # per-case columns tested (each its own Holm family)
+    alpha: float = 0.05  # level of the Holm-corrected tests, of each one-sided TOST test and of non-inferiority
+    margin: float = 0.01  # equivalence (TOST) margin on the Dice scale [0, 1]
     hd95_margin: float | None = None  # equivalence margin for HD95 in mm; None = no TOST on HD95
+    nsd_margin: float | None = None  # equivalence margin on the NSD scale [0, 1]; None = no TOST on NSD
+    # One-sided non-inferiority of the reference (worse by less than the margin); None = not tested.
+    ni_margin: float | None = None  # on the Dice scale
+    hd95_ni_margin: float | None = None  # in mm
+    nsd_ni_margin: float | None = None  # on the NSD scale
     min_pairs: int = 10  # fewest patients a comparison may rest on (exact p >= 2 / 2**n)
     zero_method: str = "zsplit"  # scipy wilcoxon zero handling: zero differences keep their patient
     exact_max_n: int = 50  # exact signed-rank p up to this many pairs (no ties, no zeros)
-    n_boot: int = 10000  # bootstrap resamples of the median paired difference
-    ci_level: float = 0.95  # percentile bootstrap interval level
+    n_boot: int = 10000  # bootstrap resamples of the (descriptive) median paired difference
+    ci_level: float = 0.95  # level of the exact Hodges-Lehmann interval and of the bootstrap interval
     bootstrap_seed: int = 0  # every comparison's bootstrap starts from this seed
     average_frames: bool = True  # ACDC: mean of the frames per patient; False = one analysis per frame
 
@@ -354,10 +379,20 @@ class StatsConfig:
         check_fraction("alpha", self.alpha, closed_low=False)
         check_fraction("ci_level", self.ci_level, closed_low=False)
         check_positive("margin", self.margin)
-        check_positive("hd95_margin", self.hd95_margin, optional=True)
+        for name in ("hd95_margin", "nsd_margin", "ni_margin", "hd95_ni_margin", "nsd_ni_margin"):
+            check_positive(name, getattr(self, name), optional=True)
         for name in ("min_pairs", "exact_max_n", "n_boot"):
             check_positive(name, getattr(self, name))
         check_one_of("zero_method", self.zero_method, ZERO_METHODS)
+
+    def margins(self, metric: str) -> tuple[float | None, float | None]:
+        """``(equivalence margin, non-inferiority margin)`` of a metric, on its own scale (None = not tested)."""
+        check_one_of("metrics", metric, STATS_METRICS)
+        return {
+            "dice": (self.margin, self.ni_margin),
+            "hd95": (self.hd95_margin, self.hd95_ni_margin),
+            "nsd": (self.nsd_margin, self.nsd_ni_margin),
+        }[metric]
 
 
 @dataclass(frozen=True)

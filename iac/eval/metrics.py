@@ -37,6 +37,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from iac.config import DEFAULT_NSD_TOLERANCE_MM  # NSD tolerance tau in mm of a structure without its own
+
 # Empty-structure policies understood by :func:`structure_scores`.
 EMPTY_POLICIES = ("dice1_hd0", "nan")
 DEFAULT_EMPTY_POLICY = "dice1_hd0"
@@ -46,8 +48,6 @@ MEAN_FG_LABEL = "mean_fg"
 SCORES = ("dice", "hd95", "nsd")
 # Percentile of the surface distances reported as "HD95".
 HD_PERCENTILE = 95.0
-# NSD tolerance tau in mm of every class and region without its own (EvalConfig.nsd_tolerance_mm).
-DEFAULT_NSD_TOLERANCE_MM = 2.0
 # NSD weighs surface elements by their area (MONAI use_subvoxels=True): with
 # anisotropic voxels a boundary voxel's share of the surface depends on its face.
 NSD_SUBVOXELS = True

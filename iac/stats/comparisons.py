@@ -4,17 +4,27 @@ For every (dataset, backbone, metric, seed, frame) table the reference
 method is compared with every other method, label by label
 (:func:`compare_methods`):
 
-* the two-sided Wilcoxon signed-rank test and, where a margin is set, the
-  equivalence test (:mod:`iac.stats.tests`);
-* Holm's step-down correction over all rows of the table (one Holm family);
+* the two-sided Wilcoxon signed-rank test with, next to it, the
+  Hodges–Lehmann estimate of the pseudo-median difference and its exact
+  (Walsh-average) confidence interval, the quantity the test is about;
+* where a margin is set, the equivalence test (TOST) and, as its own option
+  with its own margin, the one-sided non-inferiority test (:mod:`iac.stats.tests`);
+* Holm's step-down correction over all rows of the table (one Holm family),
+  for the two-sided tests and, separately, for the non-inferiority tests;
 * the matched-pairs rank-biserial correlation ``r = (R+ - R-) / (R+ + R-)``;
-* the median paired difference with a seeded percentile bootstrap interval
-  (:mod:`iac.stats.effect`).
+* the sample median paired difference with a seeded percentile bootstrap
+  interval (descriptive; :mod:`iac.stats.effect`);
+* false positives on empty reference structures: how often each method
+  predicts a structure the reference does not have, with a sign test.
+
+Pairing is strict: every method must cover the reference's (patient, frame)
+cases and labels (:func:`iac.stats.inputs.check_pairing`), and a score may be
+NaN (policy ``"nan"``: empty reference) only where the reference's is.
 
 Sign convention: every difference is oriented so that it is positive when
-the reference is better, ``d = reference - other`` for Dice and
-``d = other - reference`` for HD95 (lower is better). ``median_diff``, its
-interval and ``r`` are all on this oriented scale.
+the reference is better, ``d = reference - other`` for Dice and NSD and
+``d = other - reference`` for HD95 (lower is better). ``hl``,
+``median_diff``, their intervals and ``r`` are all on this oriented scale.
 """
 
 from __future__ import annotations
@@ -28,15 +38,17 @@ import pandas as pd
 from iac.config import StatsConfig
 from iac.stats.effect import (
     bootstrap_median_ci,
+    hodges_lehmann,
+    hodges_lehmann_ci,
     median_difference,
     oriented_differences,
     rank_biserial,
 )
-from iac.stats.inputs import POOLED, StatsError, check_per_case, pool_seeds, reduce_to_patients
-from iac.stats.tests import equivalence_test, holm, signed_rank_test
+from iac.stats.inputs import POOLED, StatsError, check_pairing, check_per_case, pool_seeds, reduce_to_patients
+from iac.stats.tests import equivalence_test, false_positive_test, holm, noninferiority_test, signed_rank_test
 
 # Direction of each metric a per-case file holds.
-HIGHER_IS_BETTER = {"dice": True, "hd95": False}
+HIGHER_IS_BETTER = {"dice": True, "hd95": False, "nsd": True}
 # Columns that identify one comparison table (one Holm family).
 FAMILY = ("dataset", "backbone", "metric", "seed", "frame")
 
@@ -57,6 +69,7 @@ def compare_pair(
     higher_is_better: bool,
     config: StatsConfig = StatsConfig(),
     margin: float | None = None,
+    ni_margin: float | None = None,
 ) -> dict[str, Any]:
     """Paired statistics of two aligned per-patient score vectors (no Holm).
 
@@ -64,22 +77,30 @@ def compare_pair(
         reference: the reference method's scores, one per patient.
         other: the other method's scores for the same patients, same order.
         higher_is_better: the metric's direction (orients the differences).
-        config: test settings (zero method, exact limit, bootstrap, alpha).
+        config: test settings (zero method, exact limit, levels, bootstrap, alpha).
         margin: equivalence margin on the metric's scale; None = no TOST.
+        ni_margin: non-inferiority margin on the metric's scale; None = no such test.
 
     Returns:
-        ``n, n_zero, median_reference, median_method, median_diff, ci_low,
-        ci_high, ci_level, n_boot, r, statistic, p, wilcoxon_method, margin, p_tost_lower,
-        p_tost_upper, p_tost, tost_method, equivalent``.
+        ``n, n_zero, median_reference, median_method, hl, hl_ci_low, hl_ci_high,
+        hl_ci_level, median_diff, ci_low, ci_high, ci_level, n_boot, r,
+        statistic, p, wilcoxon_method``, the TOST columns ``margin,
+        p_tost_lower, p_tost_upper, p_tost, tost_method, equivalent`` and the
+        non-inferiority columns ``ni_margin, p_ni, ni_method``.
     """
     d = oriented_differences(reference, other, higher_is_better)
     test = signed_rank_test(d, config.zero_method, "two-sided", config.exact_max_n)
+    hl_low, hl_high, hl_level = hodges_lehmann_ci(d, config.ci_level)
     low, high = bootstrap_median_ci(d, config.n_boot, config.ci_level, config.bootstrap_seed)
     row: dict[str, Any] = {
         "n": int(d.size),
         "n_zero": int(np.sum(d == 0)),
         "median_reference": float(np.median(reference)),
         "median_method": float(np.median(other)),
+        "hl": hodges_lehmann(d),
+        "hl_ci_low": hl_low,
+        "hl_ci_high": hl_high,
+        "hl_ci_level": hl_level,
         "median_diff": median_difference(d),
         "ci_low": low,
         "ci_high": high,
@@ -90,30 +111,35 @@ def compare_pair(
         "p": test.pvalue,
         "wilcoxon_method": test.method,
     }
-    if margin is None:
-        untested = math.nan
-        row.update(
-            margin=untested, p_tost_lower=untested, p_tost_upper=untested, p_tost=untested,
-            tost_method="", equivalent=pd.NA,
-        )
-    else:
-        eq = equivalence_test(d, margin, config.alpha, config.zero_method, config.exact_max_n)
-        row.update(
-            margin=float(margin),
-            p_tost_lower=eq.p_lower,
-            p_tost_upper=eq.p_upper,
-            p_tost=eq.pvalue,
-            tost_method=eq.method,
-            equivalent=eq.equivalent,
-        )
+    row.update(_tost_columns(d, margin, config))
+    row.update(_ni_columns(d, ni_margin, config))
     return row
 
 
+def _tost_columns(d: np.ndarray, margin: float | None, config: StatsConfig) -> dict[str, Any]:
+    """The equivalence test's columns (NaN / NA where no margin is set)."""
+    if margin is None:
+        untested = math.nan
+        return dict(
+            margin=untested, p_tost_lower=untested, p_tost_upper=untested, p_tost=untested,
+            tost_method="", equivalent=pd.NA,
+        )
+    eq = equivalence_test(d, margin, config.alpha, config.zero_method, config.exact_max_n)
+    return dict(
+        margin=float(margin), p_tost_lower=eq.p_lower, p_tost_upper=eq.p_upper, p_tost=eq.pvalue,
+        tost_method=eq.method, equivalent=eq.equivalent,
+    )
+
+
+def _ni_columns(d: np.ndarray, ni_margin: float | None, config: StatsConfig) -> dict[str, Any]:
+    """The non-inferiority test's columns (NaN where no margin is set; the verdict comes after Holm)."""
+    if ni_margin is None:
+        return dict(ni_margin=math.nan, p_ni=math.nan, ni_method="")
+    ni = noninferiority_test(d, ni_margin, config.alpha, config.zero_method, config.exact_max_n)
+    return dict(ni_margin=float(ni_margin), p_ni=ni.pvalue, ni_method=ni.method)
+
+
 # --------------------------------------------------------------------------- tables
-
-
-def _margin(metric: str, config: StatsConfig) -> float | None:
-    return config.margin if metric == "dice" else config.hd95_margin
 
 
 def _analyses(scores: pd.DataFrame, metrics: Sequence[str]) -> list[tuple[str, pd.DataFrame]]:
@@ -148,7 +174,13 @@ def _seed_lists(scores: pd.DataFrame) -> dict[str, str]:
 def _pair(
     ref: pd.DataFrame, other: pd.DataFrame, metric: str, where: str, reference: str, method: str
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Align two methods' patient scores; refuse differing patient sets."""
+    """Align two methods' patient scores; drop the patients neither has a score for.
+
+    Raises:
+        StatsError: differing patient sets, or a patient scored by one method
+            and not the other (NaN patterns that differ: under the ``"nan"``
+            policy only the reference decides what is unscored).
+    """
     a = ref.set_index("patient")[metric]
     b = other.set_index("patient")[metric]
     only_ref, only_other = sorted(set(a.index) - set(b.index)), sorted(set(b.index) - set(a.index))
@@ -159,8 +191,46 @@ def _pair(
         )
     patients = sorted(a.index)
     x, y = a.loc[patients].to_numpy(float), b.loc[patients].to_numpy(float)
-    keep = ~(np.isnan(x) | np.isnan(y))  # policy "nan": a structure empty in both has no score
+    differ = np.isnan(x) != np.isnan(y)
+    if differ.any():
+        unscored = {p: (reference if np.isnan(v) else method) for p, v, dif in zip(patients, x, differ) if dif}
+        raise StatsError(
+            f"{where} metric={metric}: {reference!r} and {method!r} leave different patients unscored "
+            f"(NaN; patient -> the method without a score): {unscored}; dropping them would compare the "
+            "methods on different patients (re-run evaluate: its 'nan' policy follows the reference alone)"
+        )
+    keep = ~np.isnan(x)  # policy "nan": an empty reference structure has no score
     return x[keep], y[keep], int((~keep).sum())
+
+
+def _false_positives(ref: pd.DataFrame, other: pd.DataFrame, where: str) -> dict[str, Any]:
+    """False positives on empty reference structures, patient by patient.
+
+    Returns:
+        ``n_ref_empty`` (patients with at least one case whose reference
+        structure is empty), ``fp_rate_reference`` and ``fp_rate_method`` (mean
+        over them of the share of those cases with a prediction) and ``p_fp``
+        (:func:`iac.stats.tests.false_positive_test`); NaN without such patients.
+
+    Raises:
+        StatsError: the two methods disagree on which reference structures are empty.
+    """
+    a = ref.set_index("patient")
+    b = other.set_index("patient").loc[a.index]
+    if not np.array_equal(a["n_ref_empty"].to_numpy(), b["n_ref_empty"].to_numpy()):
+        raise StatsError(f"{where}: the runs disagree on which reference structures are empty; not one reference")
+    empty = a["n_ref_empty"].to_numpy() > 0
+    if not empty.any():
+        return {"n_ref_empty": 0, "fp_rate_reference": math.nan, "fp_rate_method": math.nan, "p_fp": math.nan}
+    cases = a["n_ref_empty"].to_numpy()[empty]
+    rate_a = a["n_false_positive"].to_numpy()[empty] / cases
+    rate_b = b["n_false_positive"].to_numpy()[empty] / cases
+    return {
+        "n_ref_empty": int(empty.sum()),
+        "fp_rate_reference": float(rate_a.mean()),
+        "fp_rate_method": float(rate_b.mean()),
+        "p_fp": false_positive_test(rate_a, rate_b),
+    }
 
 
 def compare_methods(per_case: pd.DataFrame, config: StatsConfig = StatsConfig()) -> pd.DataFrame:
@@ -175,16 +245,19 @@ def compare_methods(per_case: pd.DataFrame, config: StatsConfig = StatsConfig())
     Returns:
         One row per (dataset, backbone, metric, seed, frame, label, method):
         the family keys, ``label, reference, method, better`` (``higher`` or
-        ``lower``), ``seeds_reference, seeds_method, n_dropped`` and the
-        columns of :func:`compare_pair`, then ``zero_method, alternative,
-        p_holm, reject_holm, holm_family_size, alpha``. ``seed`` is
-        ``"pooled"`` for the seed-mean analysis, else the seed; ``frame`` is
-        ``""`` when frames were averaged (or there are none).
+        ``lower``), ``seeds_reference, seeds_method, n_dropped``, the columns
+        of :func:`compare_pair`, the false-positive columns (``n_ref_empty,
+        fp_rate_reference, fp_rate_method, p_fp``), then ``zero_method,
+        alternative, p_holm, reject_holm, holm_family_size, p_ni_holm,
+        noninferior, alpha``. ``seed`` is ``"pooled"`` for the seed-mean
+        analysis, else the seed; ``frame`` is ``""`` when frames were
+        averaged (or there are none).
 
     Raises:
-        StatsError: missing reference, differing patient sets, fewer than
-            ``min_pairs`` pairs, mismatched data fingerprints, unstated or
-            differing empty-structure policies.
+        StatsError: missing reference, (patient, frame) cases or labels that
+            differ from the reference's, NaN patterns that differ, fewer than
+            ``min_pairs`` pairs, mismatched fingerprints of the evaluated
+            data, unstated or differing scoring settings.
     """
     metrics = tuple(config.metrics)
     df = check_per_case(per_case, metrics)
@@ -193,6 +266,7 @@ def compare_methods(per_case: pd.DataFrame, config: StatsConfig = StatsConfig())
         raise StatsError(f"reference method {config.reference!r} is not among the evaluated methods {methods}")
     if len(methods) < 2:
         raise StatsError(f"only the reference {config.reference!r} was evaluated; nothing to compare")
+    check_pairing(df, config.reference)
 
     scores = reduce_to_patients(df, metrics, config.average_frames)
     rows: list[dict[str, Any]] = []
@@ -256,6 +330,7 @@ def _compare_cell(
         if method == config.reference:
             continue
         other = cell[cell["method"] == method]
+        false_positives = _false_positives(ref, other, where)
         for metric in metrics:
             x, y, dropped = _pair(ref, other, metric, where, config.reference, method)
             if x.size < config.min_pairs:
@@ -264,7 +339,7 @@ def _compare_cell(
                     f"patients, fewer than min_pairs={config.min_pairs} (the exact two-sided Wilcoxon "
                     f"p cannot go below 2/2**{x.size})"
                 )
-            stats = compare_pair(x, y, HIGHER_IS_BETTER[metric], config, _margin(metric, config))
+            stats = compare_pair(x, y, HIGHER_IS_BETTER[metric], config, *config.margins(metric))
             rows.append(
                 {
                     "dataset": key.dataset,
@@ -280,23 +355,36 @@ def _compare_cell(
                     "seeds_method": seed_lists[method],
                     "n_dropped": dropped,
                     **stats,
+                    **false_positives,
                 }
             )
     return rows
 
 
 def _with_holm(out: pd.DataFrame, config: StatsConfig) -> pd.DataFrame:
-    """Add the test settings and Holm's adjusted p-values per family (:data:`FAMILY`) to the rows."""
+    """Add the test settings and Holm's adjusted p-values per family (:data:`FAMILY`) to the rows.
+
+    The two-sided tests and the non-inferiority tests (where a margin is set)
+    are corrected as two separate families of each table; a method is
+    ``noninferior`` when its Holm-adjusted one-sided p is below ``alpha``.
+    """
     out["zero_method"] = config.zero_method
     out["alternative"] = "two-sided"
     out["p_holm"] = math.nan
     out["reject_holm"] = False
     out["holm_family_size"] = 0
+    out["p_ni_holm"] = math.nan
+    out["noninferior"] = pd.array([pd.NA] * len(out), dtype="boolean")  # NA where not tested
     for _, idx in out.groupby(list(FAMILY), sort=False).groups.items():
         reject, p_adj = holm(out.loc[idx, "p"].to_numpy(), config.alpha)
         out.loc[idx, "p_holm"] = p_adj
         out.loc[idx, "reject_holm"] = reject
         out.loc[idx, "holm_family_size"] = len(idx)
+        tested = [i for i in idx if not math.isnan(out.at[i, "p_ni"])]
+        if tested:
+            ni_reject, ni_adj = holm(out.loc[tested, "p_ni"].to_numpy(), config.alpha)
+            out.loc[tested, "p_ni_holm"] = ni_adj
+            out.loc[tested, "noninferior"] = ni_reject
     out["alpha"] = config.alpha
     out["equivalent"] = out["equivalent"].astype("boolean")  # NA where no margin was set
     return out
@@ -306,17 +394,17 @@ def headline_metrics(results: pd.DataFrame, label: str = "mean_fg") -> dict[str,
     """Numbers worth logging as metrics: the seed-pooled rows of one label.
 
     Keys are ``"<dataset>/<backbone>/<method>/<label>/<metric>/<stat>"`` for
-    ``median_diff``, ``r``, ``p_holm`` and (where tested) ``equivalent``
-    (1.0 or 0.0).
+    ``hl`` (with ``hl_ci_low``, ``hl_ci_high``), ``median_diff``, ``r``,
+    ``p_holm`` and, where tested, ``equivalent`` and ``noninferior`` (1.0 or 0.0).
     """
     out: dict[str, float] = {}
     main = results[(results["seed"] == POOLED) & (results["label"] == label)]
     for row in main.itertuples(index=False):
         frame = f"{row.frame}/" if row.frame else ""
         prefix = f"{row.dataset or 'data'}/{row.backbone or 'net'}/{row.method}/{frame}{row.label}/{row.metric}"
-        out[f"{prefix}/median_diff"] = float(row.median_diff)
-        out[f"{prefix}/r"] = float(row.r)
-        out[f"{prefix}/p_holm"] = float(row.p_holm)
-        if not pd.isna(row.equivalent):
-            out[f"{prefix}/equivalent"] = float(bool(row.equivalent))
+        for stat in ("hl", "hl_ci_low", "hl_ci_high", "median_diff", "r", "p_holm"):
+            out[f"{prefix}/{stat}"] = float(getattr(row, stat))
+        for verdict in ("equivalent", "noninferior"):
+            if not pd.isna(getattr(row, verdict)):
+                out[f"{prefix}/{verdict}"] = float(bool(getattr(row, verdict)))
     return out

@@ -21,7 +21,7 @@ POINT_ALPHA = 0.6
 POINT_SIZE = 12
 JITTER = 0.08  # horizontal spread of the per-patient points (x units: one method = 1)
 PLOT_KINDS = ("box", "violin")
-METRIC_AXIS = {"dice": "Dice per patient", "hd95": "HD95 per patient (mm)"}
+METRIC_AXIS = {"dice": "Dice per patient", "hd95": "HD95 per patient (mm)", "nsd": "NSD per patient"}
 
 
 def patient_score_figure(

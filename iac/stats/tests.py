@@ -10,7 +10,16 @@
   (``statsmodels.stats.multitest.multipletests(method="holm")``);
 * an equivalence test (TOST): two one-sided signed-rank tests, of
   ``d + margin > 0`` and of ``d - margin < 0``; the methods are called
-  equivalent when both one-sided p-values are below ``alpha``.
+  equivalent when both one-sided p-values are below ``alpha``;
+* a non-inferiority test, its own question with its own margin: one
+  one-sided signed-rank test of ``H0: pseudo-median(d) <= -margin`` against
+  ``H1: pseudo-median(d) > -margin`` (``d + margin`` with
+  ``alternative="greater"``): is the reference worse by less than the margin?
+  Unlike TOST it says nothing about the reference being *better*;
+* a sign test of false positives on empty reference structures
+  (``scipy.stats.binomtest`` on the patients whose false-positive rates
+  differ; the exact McNemar test when every patient has one such case): the
+  overlap scores cannot see them under the ``"nan"`` policy.
 
 The differences ``d`` are oriented as :func:`iac.stats.effect.oriented_differences`
 makes them: positive when the reference is better.
@@ -21,7 +30,7 @@ from __future__ import annotations
 from typing import NamedTuple, Sequence
 
 import numpy as np
-from scipy.stats import wilcoxon
+from scipy.stats import binomtest, wilcoxon
 from statsmodels.stats.multitest import multipletests
 
 from iac.stats.effect import check_zero_method
@@ -104,6 +113,48 @@ def equivalence_test(
     p = max(lower.pvalue, upper.pvalue)
     method = lower.method if lower.method == upper.method else f"{lower.method}/{upper.method}"
     return EquivalenceResult(lower.pvalue, upper.pvalue, p, bool(lower.pvalue < alpha and upper.pvalue < alpha), method)
+
+
+class NonInferiorityResult(NamedTuple):
+    """One one-sided signed-rank test of ``H0: pseudo-median(d) <= -margin``."""
+
+    pvalue: float
+    noninferior: bool  # pvalue < alpha (uncorrected; compare_methods applies Holm)
+    method: str
+
+
+def noninferiority_test(
+    d: np.ndarray,
+    margin: float,
+    alpha: float = 0.05,
+    zero_method: str = "zsplit",
+    exact_max_n: int = 50,
+) -> NonInferiorityResult:
+    """Is the reference worse than the other method by less than ``margin``?
+
+    ``d`` is oriented (positive when the reference is better); the test is
+    ``scipy.stats.wilcoxon(d + margin, alternative="greater")``.
+    """
+    if not margin > 0:
+        raise ValueError(f"non-inferiority margin must be > 0, got {margin}")
+    res = signed_rank_test(np.asarray(d, dtype=float) + margin, zero_method, "greater", exact_max_n)
+    return NonInferiorityResult(res.pvalue, bool(res.pvalue < alpha), res.method)
+
+
+def false_positive_test(rate_reference: np.ndarray, rate_other: np.ndarray) -> float:
+    """Two-sided exact sign test of paired false-positive rates (patients with equal rates left out).
+
+    Args:
+        rate_reference: per patient, the share of its empty-reference cases
+            where the reference predicted the structure.
+        rate_other: the other method's, same patients and order.
+
+    Returns:
+        The p-value; 1 when no patient's rates differ.
+    """
+    a, b = np.asarray(rate_reference, dtype=float), np.asarray(rate_other, dtype=float)
+    fewer, more = int(np.sum(a < b)), int(np.sum(a > b))
+    return float(binomtest(fewer, fewer + more).pvalue) if fewer + more else 1.0
 
 
 def holm(pvalues: Sequence[float], alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:

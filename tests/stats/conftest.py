@@ -29,7 +29,9 @@ def long_table(
 
     ``scores[method]`` is a list of per-patient Dice values (the same for
     every frame, label and seed) or ``f(patient_index, frame, seed) -> dice``.
-    ``hd95 = 20 * (1 - dice)`` so that a better Dice is also a better HD95.
+    ``hd95 = 20 * (1 - dice)`` and ``nsd = (1 + dice) / 2`` so that a better
+    Dice is also a better HD95 and NSD. ``fingerprint`` is the evaluated
+    data's; each method was trained on data ``train-<method>``.
     """
     rows = []
     for method, values in scores.items():
@@ -45,6 +47,7 @@ def long_table(
                                 "label": label,
                                 "dice": dice,
                                 "hd95": 20 * (1 - dice),
+                                "nsd": (1 + dice) / 2,
                                 "ref_empty": False,
                                 "pred_empty": False,
                                 "method": method,
@@ -52,7 +55,8 @@ def long_table(
                                 "dataset": "phantom",
                                 "backbone": "unet",
                                 "empty_policy": policy,
-                                "data_fingerprint": fingerprint,
+                                "eval_data_fingerprint": fingerprint,
+                                "data_fingerprint": f"train-{method}",
                             }
                         )
     return pd.DataFrame(rows)

@@ -1,6 +1,9 @@
-"""Rank sums, rank-biserial r, oriented differences and the bootstrap interval."""
+"""Rank sums, rank-biserial r, oriented differences, the bootstrap interval, Hodges-Lehmann and its exact interval."""
 
 from __future__ import annotations
+
+import itertools
+import math
 
 import numpy as np
 import pytest
@@ -8,10 +11,14 @@ from scipy.stats import wilcoxon
 
 from iac.stats.effect import (
     bootstrap_median_ci,
+    hodges_lehmann,
+    hodges_lehmann_ci,
     median_difference,
     oriented_differences,
     rank_biserial,
+    signed_rank_null,
     signed_rank_sums,
+    walsh_averages,
 )
 
 
@@ -84,3 +91,46 @@ def test_bootstrap_refuses_bad_arguments(kwargs, match):
         bootstrap_median_ci(**args)
     with pytest.raises(ValueError, match="unknown zero_method 'drop'"):
         signed_rank_sums(np.ones(3), "drop")
+
+
+# --------------------------------------------------------------------------- Hodges-Lehmann
+
+
+def _brute_walsh(d) -> list[float]:
+    """Walsh averages by a double loop (independent of iac.stats.effect)."""
+    return sorted((d[i] + d[j]) / 2 for i in range(len(d)) for j in range(i, len(d)))
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 5, 9])
+def test_signed_rank_null_counts_every_sign_vector(n):
+    counts = np.zeros(n * (n + 1) // 2 + 1)
+    for signs in itertools.product((0, 1), repeat=n):
+        counts[sum(rank * s for rank, s in zip(range(1, n + 1), signs))] += 1
+    np.testing.assert_allclose(signed_rank_null(n), counts / 2**n, rtol=0, atol=1e-15)
+
+
+def test_hodges_lehmann_is_the_median_of_the_walsh_averages():
+    d = np.random.default_rng(4).normal(0.01, 0.02, 17)
+    assert walsh_averages(d).tolist() == pytest.approx(_brute_walsh(d))
+    assert hodges_lehmann(d) == pytest.approx(float(np.median(_brute_walsh(d))))
+    assert hodges_lehmann(np.array([1.0, 2.0, 10.0])) == pytest.approx(3.75)  # Walsh: 1 1.5 2 5.5 6 10
+
+
+@pytest.mark.parametrize("n, level", [(6, 0.95), (12, 0.95), (12, 0.9), (20, 0.99)])
+def test_exact_interval_is_what_the_exact_signed_rank_test_does_not_reject(n, level):
+    """Shift d by every point between consecutive Walsh averages: inside the interval iff scipy's exact p > alpha."""
+    d = np.random.default_rng(n).normal(0.02, 0.03, n)
+    low, high, achieved = hodges_lehmann_ci(d, level)
+    walsh = np.unique(_brute_walsh(d))
+    for theta in (walsh[:-1] + walsh[1:]) / 2:
+        p = float(wilcoxon(d - theta, method="exact").pvalue)
+        assert (low < theta < high) == (p > 1 - level), (theta, p)
+    assert low in walsh and high in walsh and low <= hodges_lehmann(d) <= high
+    assert level <= achieved < 1
+
+
+def test_too_few_pairs_have_no_finite_interval():
+    low, high, achieved = hodges_lehmann_ci(np.array([0.1, 0.2, 0.3, 0.4, 0.5]), 0.95)  # 2 / 2**5 > 0.05
+    assert (low, high, achieved) == (-math.inf, math.inf, 1.0)
+    with pytest.raises(ValueError, match="level"):
+        hodges_lehmann_ci(np.ones(8), 1.0)

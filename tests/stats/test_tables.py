@@ -29,16 +29,27 @@ def test_write_tables_with_expected_columns(results, tmp_path):
     csv = pd.read_csv(paths["csv"], keep_default_na=False)
     expected = {
         "dataset", "backbone", "metric", "seed", "frame", "label", "reference", "method", "n",
-        "median_diff", "ci_low", "ci_high", "r", "statistic", "p", "p_holm", "wilcoxon_method",
-        "zero_method", "p_tost", "equivalent", "margin", "alpha",
+        "hl", "hl_ci_low", "hl_ci_high", "hl_ci_level", "median_diff", "ci_low", "ci_high", "r", "statistic",
+        "p", "p_holm", "wilcoxon_method", "zero_method", "p_tost", "equivalent", "margin", "p_ni", "p_ni_holm",
+        "noninferior", "ni_margin", "n_ref_empty", "fp_rate_reference", "fp_rate_method", "p_fp", "alpha",
     }
     assert expected <= set(csv.columns) and len(csv) == len(results)
     md = paths["md"].read_text()
     assert "| " + " | ".join(READABLE_COLUMNS) + " |" in md
-    assert md.count("## ") == 2  # one table per metric (Holm family)
-    assert "| identity | mean_fg | 12 | +0.050 [" in md and "yes (±0.01)" in md and "not tested" in md
+    assert md.count("## ") == 3  # one table per metric (Holm family)
+    assert "| identity | mean_fg | 12 | +0.050 [+0.050, +0.050] |" in md  # HL and its exact interval
+    assert "yes (±0.01)" in md and "not tested" in md and "Hodges-Lehmann" in md
+    assert "non-inferior" not in md and "FP on empty ref" not in md  # neither tested nor relevant here
     tex = paths["tex"].read_text()
-    assert tex.count(r"\begin{tabular}") == 2 and r"lv\_cavity" in tex and "$p_\\mathrm{Holm}$" in tex
+    assert tex.count(r"\begin{tabular}") == 3 and r"lv\_cavity" in tex and "$p_\\mathrm{Holm}$" in tex
+
+
+def test_non_inferiority_column_appears_where_tested(make_table, fast, tmp_path):
+    import dataclasses
+
+    table = make_table({"iac-lth": list(BASE), "identity": list(BASE - 0.05)}, n=12)
+    md = write_tables(compare_methods(table, dataclasses.replace(fast, ni_margin=0.1)), tmp_path)["md"].read_text()
+    assert "| non-inferior |" in md and "yes (margin 0.1)" in md and "Holm-corrected" in md
 
 
 def test_readable_table(results):

@@ -1,13 +1,13 @@
-"""Signed-rank tests, Holm and TOST: agreement with scipy and statsmodels, known answers."""
+"""Signed-rank tests, Holm, TOST, non-inferiority and the false-positive sign test: agreement with scipy and statsmodels, known answers."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.stats import wilcoxon
+from scipy.stats import binomtest, wilcoxon
 from statsmodels.stats.multitest import multipletests
 
-from iac.stats import equivalence_test, holm, signed_rank_test
+from iac.stats import equivalence_test, false_positive_test, holm, noninferiority_test, signed_rank_test
 
 
 def test_known_answer_exact_p():
@@ -51,3 +51,23 @@ def test_equivalence_tost():
     assert not equivalence_test(tiny[:4], margin=0.01).equivalent  # too few pairs to show anything
     with pytest.raises(ValueError, match="margin"):
         equivalence_test(tiny, margin=0.0)
+
+
+def test_noninferiority_is_one_sided_against_minus_the_margin():
+    d = np.random.default_rng(2).normal(-0.004, 0.003, 25)  # the reference slightly worse
+    ni = noninferiority_test(d, margin=0.01)
+    assert ni.pvalue == pytest.approx(float(wilcoxon(d + 0.01, zero_method="zsplit", alternative="greater").pvalue))
+    assert ni.noninferior and ni.method == "exact"
+    assert not noninferiority_test(d - 0.02, margin=0.01).noninferior  # worse by more than the margin
+    better = noninferiority_test(d + 0.05, margin=0.01)  # better: non-inferior, though TOST says not equivalent
+    assert better.noninferior and not equivalence_test(d + 0.05, margin=0.01).equivalent
+    with pytest.raises(ValueError, match="non-inferiority margin must be > 0"):
+        noninferiority_test(d, margin=-0.01)
+
+
+def test_false_positive_sign_test():
+    ref = np.array([0.0, 0.0, 0.0, 0.5, 1.0, 0.0, 0.0, 0.0])
+    other = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.0])  # 6 patients differ, all against "other"
+    assert false_positive_test(ref, other) == pytest.approx(float(binomtest(6, 6).pvalue)) == pytest.approx(2 / 2**6)
+    assert false_positive_test(other, ref) == pytest.approx(2 / 2**6)  # two-sided
+    assert false_positive_test(ref, ref) == 1.0
