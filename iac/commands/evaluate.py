@@ -1,4 +1,4 @@
-"""``evaluate``: patient-level Dice / HD95 of a registered U-Net on one split."""
+"""``evaluate``: patient-level Dice / HD95 / NSD of a registered U-Net on one split."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import click
 from iac.commands.common import (
     build_config,
     echo_done,
+    optional,
     prepared_folder,
     setup_logging,
     step_run,
@@ -21,6 +22,28 @@ from iac.config import EvalConfig, to_dict
 
 # Model-version tags copied onto the evaluate run so `stats` can select by them.
 COPIED_TAGS = ("skip", "method", "seed", "data_fingerprint", "pretrained", "genotype", "backbone", "dataset")
+
+
+class NamedValues(click.ParamType):
+    """``"LV=1.5,RV=3"`` -> ``(("LV", 1.5), ("RV", 3.0))``; empty (or none) -> ``()``."""
+
+    name = "name=mm,..."
+
+    def convert(self, value: Any, param, ctx) -> tuple[tuple[str, float], ...]:
+        if isinstance(value, tuple):
+            return value
+        pairs = []
+        for item in (optional(str(value)) or "").split(","):
+            if not item.strip():
+                continue
+            name, sep, number = item.partition("=")
+            try:
+                pairs.append((name.strip(), float(number)))
+            except ValueError:
+                self.fail(f"{item.strip()!r} is not name=mm (e.g. 'LV=1.5,RV=3')", param, ctx)
+            if not sep or not name.strip():
+                self.fail(f"{item.strip()!r} is not name=mm (e.g. 'LV=1.5,RV=3')", param, ctx)
+        return tuple(pairs)
 
 
 def model_method(tags: dict[str, str]) -> str:
@@ -42,7 +65,7 @@ def run_evaluate(cfg: EvalConfig, extra_tags: dict[str, str] | None = None) -> d
     """Evaluate ``cfg.model`` on ``cfg.split`` inside its own MLflow run; returns outputs."""
     from iac import registry
     from iac.data.store import PreparedDataset
-    from iac.eval.evaluate import evaluate_network
+    from iac.eval.evaluate import evaluate_network, structure_tolerances
     from iac.train.device import resolve_device
 
     data = PreparedDataset(cfg.data)
@@ -54,16 +77,18 @@ def run_evaluate(cfg: EvalConfig, extra_tags: dict[str, str] | None = None) -> d
             f"warning: {cfg.model} was trained on prepared data {trained_fp[:8]}, evaluating on {data.fingerprint[:8]}",
             err=True,
         )
-    tags = _run_tags(cfg, data, config, mtags, extra_tags)
+    tags = _run_tags(cfg, data, config, mtags, trained_fp, extra_tags)
+    tolerance = structure_tolerances(data, cfg.nsd_tolerance_mm, dict(cfg.nsd_class_tolerance_mm))
     with step_run("evaluate", tags, run_name=f"evaluate-{cfg.split}") as run:
         tracker = tracker_for(run)
         tracker.log_params(to_dict(cfg))
         with tempfile.TemporaryDirectory() as tmp:
             pred_dir = Path(tmp) / "predictions" if cfg.save_predictions else None
             result = evaluate_network(
-                net, data, cfg.split, device, cfg.batch_size, cfg.empty_policy, predictions_dir=pred_dir
+                net, data, cfg.split, device, cfg.batch_size, cfg.empty_policy, predictions_dir=pred_dir,
+                restore=cfg.restore, nsd_class_tolerance_mm=tolerance,
             )
-            _log_per_case(result.per_case, Path(tmp), cfg, data, tags, tracker)
+            _log_per_case(result.per_case, Path(tmp), cfg, data, tags, tolerance, tracker)
             if pred_dir is not None:
                 tracker.log_artifact(pred_dir, "predictions")
         tracker.log_metrics({**result.aggregates, "seconds_per_case": result.seconds_per_case})
@@ -73,15 +98,22 @@ def run_evaluate(cfg: EvalConfig, extra_tags: dict[str, str] | None = None) -> d
             cell = registry.resolve(mtags["genotype"])
             registry.set_version_tags(cell.name, cell.version, {"val_dice": f"{dice:.6f}", "val_dice_model": cfg.model})
             registry.update_champion(cell.name, cell.tags.get("data_fingerprint", data.fingerprint))
-        outputs = {"run_id": run.info.run_id, "dice": dice, "split": cfg.split, "method": tags["method"]}
+        outputs = {
+            "run_id": run.info.run_id, "dice": dice, "nsd": result.aggregates["nsd_patient_mean_fg"],
+            "split": cfg.split, "method": tags["method"],
+        }
         tracker.set_tags({"iac_outputs": json.dumps(outputs)})
     echo_done("evaluate", run, f"mean foreground Dice (patient level) {dice:.4f} on {cfg.split}")
     return outputs
 
 
-def _run_tags(cfg: EvalConfig, data, config: dict[str, Any], mtags: dict[str, str],
+def _run_tags(cfg: EvalConfig, data, config: dict[str, Any], mtags: dict[str, str], trained_fp: str | None,
               extra_tags: dict[str, str] | None) -> dict[str, Any]:
-    """The evaluate run's tags: the model version's (COPIED_TAGS) plus what was evaluated where."""
+    """The evaluate run's tags: the model version's (COPIED_TAGS) plus what was evaluated where.
+
+    ``data_fingerprint`` stays the data the model was trained on (absent when
+    unknown); ``eval_data_fingerprint`` is the data evaluated here.
+    """
     tags: dict[str, Any] = {k: mtags[k] for k in COPIED_TAGS if k in mtags}
     tags.update(
         {
@@ -91,21 +123,28 @@ def _run_tags(cfg: EvalConfig, data, config: dict[str, Any], mtags: dict[str, st
             "model_uri": cfg.model,
             "method": model_method(mtags),
             "eval_data_fingerprint": data.fingerprint,
+            "empty_policy": cfg.empty_policy,
+            "restore": cfg.restore,
         }
     )
-    tags.setdefault("data_fingerprint", data.fingerprint)
+    if trained_fp:
+        tags["data_fingerprint"] = trained_fp
     tags.update(extra_tags or {})
     return tags
 
 
-def _log_per_case(per_case, folder: Path, cfg: EvalConfig, data, tags: dict[str, Any], tracker) -> None:
+def _log_per_case(per_case, folder: Path, cfg: EvalConfig, data, tags: dict[str, Any],
+                  tolerance: dict[str, float], tracker) -> None:
     """Save ``per_case.csv`` with its JSON sidecar (what ``stats`` reads back) and log both."""
     from iac.eval.per_case import save_per_case
 
     meta = {
         "empty_policy": cfg.empty_policy,
+        "restore": cfg.restore,
+        "nsd_tolerance_mm": tolerance,
         "dataset": data.name,
-        "data_fingerprint": data.fingerprint,
+        "eval_data_fingerprint": data.fingerprint,
+        "data_fingerprint": tags.get("data_fingerprint"),
         "split": cfg.split,
         "model": cfg.model,
         "method": tags["method"],
@@ -122,24 +161,34 @@ def _log_per_case(per_case, folder: Path, cfg: EvalConfig, data, tags: dict[str,
 @click.option("--model", required=True, help="models:/name/N, models:/name@alias or runs:/<id>/model.")
 @click.option("--data", required=True, help="Prepared dataset folder.")
 @click.option("--split", default="test", show_default=True, help="train, val or test.")
-@click.option("--empty-policy", default="dice1_hd0", show_default=True, help="Empty-structure policy (dice1_hd0 or nan).")
+@click.option("--empty-policy", default=EvalConfig.empty_policy, show_default=True,
+              help="Empty structures: dice1_hd0 (scored), or nan (an empty reference is not scored).")
+@click.option("--restore", default=EvalConfig.restore, show_default=True,
+              help="Back to the original grid: probabilities (linear, then argmax) or labels (nearest).")
+@click.option("--nsd-tolerance", default=EvalConfig.nsd_tolerance_mm, show_default=True, type=float,
+              help="Normalised surface Dice tolerance in mm of every class and region.")
+@click.option("--nsd-class-tolerances", default="", type=NamedValues(), show_default=True,
+              help="Per-class or per-region NSD tolerances in mm, e.g. 'LV=1.5,RV=3'.")
 @click.option("--save-predictions", type=click.BOOL, default=False, show_default=True, help="Log NIfTI predictions on the original grids (true/false).")
 @click.option("--batch-size", default=32, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True)
-def evaluate(model: str, data: str, split: str, empty_policy: str, save_predictions: bool, batch_size: int, device: str) -> None:
+def evaluate(**o: Any) -> None:
     """Evaluate a trained U-Net per patient and write per_case.csv."""
     setup_logging()
     cfg = build_config(
         EvalConfig,
-        model=model,
-        data=Path(data),
-        split=split,
-        empty_policy=empty_policy,
-        save_predictions=save_predictions,
-        batch_size=int(batch_size),
-        device=device,
+        model=o["model"],
+        data=Path(o["data"]),
+        split=o["split"],
+        empty_policy=o["empty_policy"],
+        restore=o["restore"],
+        nsd_tolerance_mm=o["nsd_tolerance"],
+        nsd_class_tolerance_mm=o["nsd_class_tolerances"],
+        save_predictions=o["save_predictions"],
+        batch_size=int(o["batch_size"]),
+        device=o["device"],
     )
-    prepared_folder("data", data)  # after the values: a usage error names the first bad option
+    prepared_folder("data", o["data"])  # after the values: a usage error names the first bad option
     try:
         run_evaluate(cfg)
     except ValueError as e:

@@ -1,8 +1,8 @@
 """``stats``: paired per-patient comparisons of evaluate runs.
 
-Selects evaluate runs of one experiment by the tags ``evaluate`` copies
-(dataset, backbone, split, data_fingerprint, method, seed) or by explicit run
-ids, reads each run's ``per_case.csv`` through :func:`iac.eval.per_case.load_per_case`,
+Selects evaluate runs of one experiment by the tags ``evaluate`` writes
+(dataset, backbone, split, eval_data_fingerprint, method, seed) or by explicit
+run ids, reads each run's ``per_case.csv`` through :func:`iac.eval.per_case.load_per_case`,
 and writes ``stats.csv``, ``stats.md``, ``stats.tex`` and plots.
 """
 
@@ -19,11 +19,22 @@ import click
 from iac.commands.common import (
     build_config,
     echo_done,
+    optional,
     setup_logging,
     step_run,
     tracker_for,
 )
 from iac.config import StatsConfig, to_dict
+
+
+def selection_key(tags: dict[str, str]) -> tuple[str, ...]:
+    """What tells evaluate runs apart for ``stats``: (dataset, evaluated data, backbone, method, seed).
+
+    Runs from before ``eval_data_fingerprint`` was tagged fall back to
+    ``data_fingerprint``, which was then the evaluated data's.
+    """
+    evaluated = tags.get("eval_data_fingerprint") or tags.get("data_fingerprint", "")
+    return (tags.get("dataset", ""), evaluated, tags.get("backbone", ""), tags.get("method", ""), tags.get("seed", ""))
 
 
 def find_evaluate_runs(
@@ -34,7 +45,13 @@ def find_evaluate_runs(
     fingerprint: str | None = None,
     study: str | None = None,
 ) -> list[str]:
-    """Run ids of the latest finished evaluate run per (method, seed) matching the filters."""
+    """Run ids of the latest finished evaluate run per :func:`selection_key` matching the filters.
+
+    ``fingerprint`` filters on the evaluated data (``eval_data_fingerprint``).
+    Runs of several datasets, or of several versions of one prepared dataset,
+    are all kept: ``stats`` compares each dataset on its own, and refuses one
+    dataset evaluated on different data rather than mixing them.
+    """
     import mlflow
 
     exp = mlflow.get_experiment_by_name(experiment) if experiment else None
@@ -42,14 +59,15 @@ def find_evaluate_runs(
         raise ValueError(f"no experiment named {experiment!r}")
     ids = [exp.experiment_id] if exp else [e.experiment_id for e in mlflow.search_experiments()]
     filters = ["tags.step = 'evaluate'", "attributes.status = 'FINISHED'", f"tags.split = '{split}'"]
-    for key, value in (("dataset", dataset), ("backbone", backbone), ("data_fingerprint", fingerprint), ("iac_study", study)):
-        if value:
-            filters.append(f"tags.{key} = '{value}'")
-    runs = mlflow.search_runs(experiment_ids=ids, filter_string=" and ".join(filters), output_format="list", order_by=["attributes.start_time DESC"])
-    latest: dict[tuple[str, str, str], str] = {}
+    wanted = (("dataset", dataset), ("backbone", backbone), ("eval_data_fingerprint", fingerprint), ("iac_study", study))
+    filters += [f"tags.{key} = '{value}'" for key, value in wanted if value]
+    runs = mlflow.search_runs(
+        experiment_ids=ids, filter_string=" and ".join(filters), output_format="list",
+        order_by=["attributes.start_time DESC"],
+    )
+    latest: dict[tuple[str, ...], str] = {}
     for r in runs:
-        key = (r.data.tags.get("method", ""), r.data.tags.get("seed", ""), r.data.tags.get("backbone", ""))
-        latest.setdefault(key, r.info.run_id)
+        latest.setdefault(selection_key(r.data.tags), r.info.run_id)
     return sorted(latest.values())
 
 
@@ -125,7 +143,8 @@ def run_stats(cfg: StatsConfig, run_ids: Sequence[str], extra_tags: dict[str, st
             "dataset": ",".join(datasets),
             "backbone": ",".join(backbones),
             "reference": cfg.reference,
-            "data_fingerprint": ",".join(sorted(set(stacked["data_fingerprint"]))),
+            "eval_data_fingerprint": ",".join(sorted(set(stacked["eval_data_fingerprint"]))),
+            "data_fingerprint": ",".join(sorted(set(stacked["data_fingerprint"]) - {""})),
             **(extra_tags or {}),
         }
         with step_run("stats", run_tags, run_name="stats") as run:
@@ -156,27 +175,59 @@ def run_stats(cfg: StatsConfig, run_ids: Sequence[str], extra_tags: dict[str, st
     return outputs
 
 
+class OptionalFloat(click.ParamType):
+    """A number, or empty (``""``, ``none``) for "not set" (MLflow passes unset parameters as "")."""
+
+    name = "number"
+
+    def convert(self, value: Any, param, ctx) -> float | None:
+        if value is None or isinstance(value, float):
+            return value
+        text = optional(str(value))
+        if text is None:
+            return None
+        try:
+            return float(text)
+        except ValueError:
+            self.fail(f"{value!r} is not a number (leave it empty for none)", param, ctx)
+
+
+def _margin_option(flag: str, field: str, help_text: str):
+    default = getattr(StatsConfig, field)
+    return click.option(flag, field, default="" if default is None else default, type=OptionalFloat(),
+                        show_default=True, help=help_text)
+
+
 @click.command("stats")
 @click.option("--experiment", default="", help="Experiment holding the evaluate runs (default: all experiments).")
 @click.option("--dataset", default="", help="Only evaluate runs of this dataset.")
 @click.option("--backbone", default="", help="Only evaluate runs of this backbone.")
 @click.option("--split", default="test", show_default=True, help="Split the evaluate runs scored.")
-@click.option("--fingerprint", default="", help="Only evaluate runs on this prepared dataset (data_fingerprint).")
+@click.option("--fingerprint", default="", help="Only evaluate runs of this prepared data (eval_data_fingerprint).")
 @click.option("--runs", "run_ids", default="", help="Comma-separated evaluate run ids (instead of the filters).")
 @click.option("--reference", default=StatsConfig.reference, show_default=True, help="Method compared with every other.")
-@click.option("--margin", default=StatsConfig.margin, show_default=True, type=float, help="Equivalence margin on the Dice scale.")
+@click.option("--metrics", default=",".join(StatsConfig.metrics), show_default=True, help="Comma-separated scores to compare: dice, hd95, nsd.")
+@click.option("--margin", default=StatsConfig.margin, show_default=True, type=float, help="Equivalence (TOST) margin on the Dice scale.")
+@_margin_option("--hd95-margin", "hd95_margin", "Equivalence margin for HD95 in mm (empty: no TOST on HD95).")
+@_margin_option("--nsd-margin", "nsd_margin", "Equivalence margin on the NSD scale (empty: no TOST on NSD).")
+@_margin_option("--ni-margin", "ni_margin", "Non-inferiority margin on the Dice scale (empty: no such test).")
+@_margin_option("--hd95-ni-margin", "hd95_ni_margin", "Non-inferiority margin for HD95 in mm (empty: none).")
+@_margin_option("--nsd-ni-margin", "nsd_ni_margin", "Non-inferiority margin on the NSD scale (empty: none).")
 @click.option("--min-pairs", default=StatsConfig.min_pairs, show_default=True, type=int, help="Fewest patients a comparison may rest on.")
 @click.option("--alpha", default=StatsConfig.alpha, show_default=True, type=float)
 @click.option("--zero-method", default=StatsConfig.zero_method, show_default=True, help="scipy wilcoxon zero_method: zsplit, wilcox or pratt.")
 @click.option("--frames", type=click.Choice(["average", "separate"]), default="average", show_default=True, help="ACDC frames: averaged per patient, or separate analyses.")
 @click.option("--n-boot", default=StatsConfig.n_boot, show_default=True, type=int)
 def stats(**o: Any) -> None:
-    """Paired Wilcoxon tests, Holm correction, effect sizes and equivalence per patient."""
+    """Paired Wilcoxon tests, Holm correction, Hodges-Lehmann intervals, equivalence and non-inferiority per patient."""
     setup_logging()
+    margins = ("hd95_margin", "nsd_margin", "ni_margin", "hd95_ni_margin", "nsd_ni_margin")
     cfg = build_config(
         StatsConfig,
         reference=o["reference"],
+        metrics=tuple(m.strip() for m in o["metrics"].split(",") if m.strip()),
         margin=o["margin"],
+        **{name: o[name] for name in margins},
         min_pairs=o["min_pairs"],
         alpha=o["alpha"],
         zero_method=o["zero_method"],

@@ -49,7 +49,8 @@ def evaluate_network(
     predictions_dir: Path | None = None,
     progress: bool = True,
     restore: str = "probabilities",
-    nsd_tolerance_mm: float | Mapping[str, float] = DEFAULT_NSD_TOLERANCE_MM,
+    nsd_tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM,
+    nsd_class_tolerance_mm: Mapping[str, float] | None = None,
 ) -> EvaluationResult:
     """Evaluate a network on every case of one split of a prepared dataset.
 
@@ -65,8 +66,8 @@ def evaluate_network(
         progress: show a progress bar.
         restore: how predictions go back to the original grid, ``"probabilities"``
             or ``"labels"`` (see :func:`iac.eval.inference.predict_original_grid`).
-        nsd_tolerance_mm: NSD tolerance in mm of every class and region, or
-            ``{name: mm}`` for each (:func:`structure_tolerances` fills the gaps).
+        nsd_tolerance_mm: NSD tolerance in mm of every class and region without its own.
+        nsd_class_tolerance_mm: ``{class or region name: mm}`` overrides.
 
     Returns:
         Rows with ``patient``, ``frame``, ``case``, ``label``, ``dice``,
@@ -79,7 +80,7 @@ def evaluate_network(
     cases = data.cases(split)
     if not cases:
         raise ValueError(f"split {split!r} of {data.root} has no cases")
-    tolerance = structure_tolerances(data, nsd_tolerance_mm)  # checked before the first prediction
+    tolerance = structure_tolerances(data, nsd_tolerance_mm, nsd_class_tolerance_mm)  # checked before predicting
     net = net.to(device).eval()
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -96,21 +97,21 @@ def evaluate_network(
     return EvaluationResult(per_case=df, aggregates=aggregate(df), seconds_per_case=seconds)
 
 
-def structure_tolerances(data, nsd_tolerance_mm: float | Mapping[str, float]) -> dict[str, float]:
+def structure_tolerances(
+    data, default_mm: float = DEFAULT_NSD_TOLERANCE_MM, per_name: Mapping[str, float] | None = None
+) -> dict[str, float]:
     """The NSD tolerance in mm of every class and region of ``data``.
 
     Args:
         data: a :class:`iac.data.store.PreparedDataset` (``label_names``, ``regions``).
-        nsd_tolerance_mm: one tolerance for all, or ``{name: mm}`` for some
-            (the others get :data:`iac.eval.metrics.DEFAULT_NSD_TOLERANCE_MM`).
+        default_mm: the tolerance of a structure without its own.
+        per_name: ``{class or region name: mm}``.
 
     Raises:
         ValueError: naming the parameter and the valid names for an unknown name.
     """
     names = [n for k, n in sorted(data.label_names.items()) if int(k) != BACKGROUND] + list(data.regions or {})
-    if isinstance(nsd_tolerance_mm, Mapping):
-        return nsd_tolerances(names, per_name=nsd_tolerance_mm)
-    return nsd_tolerances(names, float(nsd_tolerance_mm))
+    return nsd_tolerances(names, float(default_mm), per_name)
 
 
 def aggregate(df: pd.DataFrame) -> dict[str, float]:

@@ -79,11 +79,18 @@ def _header(cfg: MainConfig, budget: Budget, outputs: dict[str, Any], seconds: f
 
 
 def _dice_section(evals: dict[str, dict]) -> list[str]:
-    """Mean test Dice per method (patient level: frames averaged, then patients), best first."""
+    """Mean test Dice and NSD per method (patient level: frames averaged, then patients), best Dice first."""
     if not evals:
         return []
-    lines = ["## Test Dice per method", "", "| method | mean foreground Dice (patient level) |", "|---|---:|"]
-    lines += [f"| {name} | {ev['dice']:.4f} |" for name, ev in sorted(evals.items(), key=lambda kv: -kv[1]["dice"])]
+    lines = [
+        "## Test Dice per method",
+        "",
+        "| method | mean foreground Dice (patient level) | mean foreground NSD (patient level) |",
+        "|---|---:|---:|",
+    ]
+    for name, ev in sorted(evals.items(), key=lambda kv: -kv[1]["dice"]):
+        nsd = f"{ev['nsd']:.4f}" if ev.get("nsd") is not None else "–"  # evaluations from before NSD
+        lines.append(f"| {name} | {ev['dice']:.4f} | {nsd} |")
     return [*lines, ""]
 
 

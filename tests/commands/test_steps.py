@@ -75,13 +75,16 @@ def test_evaluate_writes_per_case_and_copies_tags(chain):
     local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="per_case.csv")
     mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="per_case.json", dst_path=str(Path(local).parent))
     df, meta = load_per_case(local)
-    assert {"patient", "frame", "label", "dice", "hd95", "ref_empty", "pred_empty"} <= set(df.columns)
+    assert {"patient", "frame", "label", "dice", "hd95", "nsd", "ref_empty", "pred_empty"} <= set(df.columns)
     assert set(df["frame"]) == {"ED", "ES"}
-    assert meta["empty_policy"] == "dice1_hd0"
+    assert meta["empty_policy"] == "dice1_hd0" and meta["restore"] == "probabilities"
+    assert set(meta["nsd_tolerance_mm"]) == {"RV", "myocardium", "LV"}
     tags = mlflow.get_run(run_id).data.tags
     assert tags["skip"] == "identity" and tags["method"] == "identity"
-    assert tags["data_fingerprint"] == chain["fingerprint"]
-    assert "dice_patient_mean_fg" in mlflow.get_run(run_id).data.metrics
+    # The model's training data (registry tag) and the data evaluated here, kept apart.
+    assert tags["data_fingerprint"] == chain["fingerprint"] == meta["data_fingerprint"]
+    assert tags["eval_data_fingerprint"] == chain["fingerprint"] == meta["eval_data_fingerprint"]
+    assert {"dice_patient_mean_fg", "nsd_patient_mean_fg"} <= set(mlflow.get_run(run_id).data.metrics)
 
 
 def test_evaluate_writes_predictions_on_the_original_grid(chain):

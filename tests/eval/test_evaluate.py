@@ -97,7 +97,7 @@ def test_predictions_are_written_with_the_original_geometry(data, tmp_path):
 
 def test_an_unknown_nsd_tolerance_name_is_refused_before_predicting(data):
     with pytest.raises(ValueError, match=r"nsd_class_tolerance_mm names \['LVV'\].*valid names: RV, myocardium, LV"):
-        evaluate_network(_Background(data.num_classes), data, "test", progress=False, nsd_tolerance_mm={"LVV": 1.0})
+        evaluate_network(_Background(data.num_classes), data, "test", progress=False, nsd_class_tolerance_mm={"LVV": 1.0})
 
 
 def test_an_empty_split_is_refused():

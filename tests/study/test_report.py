@@ -25,7 +25,7 @@ def _outputs(searches: dict | None = None, stats: dict | None = None) -> dict:
             "full-0": {"search_seconds": 40.0, "epochs_run": 3, "genotype": "G-full"},
             "lth-0": {"search_seconds": 10.0, "epochs_run": 1, "genotype": "G-lth"},
         },
-        "evaluations": {"identity": {"dice": 0.7}, "iac-lth/seed0": {"dice": 0.8}},
+        "evaluations": {"identity": {"dice": 0.7}, "iac-lth/seed0": {"dice": 0.8, "nsd": 0.85}},
         "stats": stats or {},
     }
 
@@ -44,8 +44,8 @@ def test_the_report_renders_its_tables_from_the_outputs(tmp_path):
     assert text.startswith("# IAC-LTH study: phantom, unet\n")
     assert "- budget: **smoke** (a smoke-sized study" in text and "study wall time 75 s" in text
     assert "fingerprint `0123456789ab`" in text
-    # Test Dice, best method first.
-    assert text.index("| iac-lth/seed0 | 0.8000 |") < text.index("| identity | 0.7000 |")
+    # Test Dice and NSD, best method first; an evaluation without NSD shows a dash.
+    assert text.index("| iac-lth/seed0 | 0.8000 | 0.8500 |") < text.index("| identity | 0.7000 | – |")
     assert "| 0 | 40.0 | 3 | 10.0 | 1 | 4.00x | `G-full` | `G-lth` |" in text
     assert (folder / "figures" / "search_time.png").stat().st_size > 0
     assert "| identity | `models:/iac-unet-phantom-unet/1` |" in text
