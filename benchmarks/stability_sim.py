@@ -10,7 +10,7 @@ the project's architecture settings and pruned by the real policy
 (scenario, seed block) to ``<out>/<phase>.jsonl`` as it goes and skipping
 blocks already there when run again:
 
-1. ``calibrate``: every (``seq_error``, ``seq_effect``) of the grid on the
+1. ``calibrate``: every (``seq_error``, ``seq_effect``, ``seq_miss``) of the grid on the
    calibration seeds; the setting that misses the fewest targets, then saves
    the most architecture steps, is chosen (:func:`iac.nas.simulate.choose`).
 2. ``report``: the JS test (project defaults) and the chosen sequential test
@@ -59,7 +59,7 @@ from iac.nas.trajectory import load_trajectory
 # Seed blocks: calibration seeds start at 0, report seeds here (disjoint for any block count below it).
 REPORT_SEED0 = 1000
 # Scenarios of the invariance phase (the rest of the table adds time, not information on invariance).
-INVARIANCE_SCENARIOS = ("pure noise", "SNR 0.05", "SNR 0.1", "SNR 0.2", "weight-decay bound: SNR 0.2")
+INVARIANCE_SCENARIOS = ("pure noise", "SNR 0.05", "SNR 0.1", "SNR 0.2", "weight-decay bound: SNR 0.5")
 # Factors applied to check_every and to the noise level in the invariance phase.
 INVARIANCE_FACTORS = (0.5, 2.0)
 JS, SEQ = "js", "sequential"
@@ -75,8 +75,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=SimSettings.runs, help="runs per seed block")
     parser.add_argument("--calib-blocks", type=int, default=3)
     parser.add_argument("--report-blocks", type=int, default=5)
-    parser.add_argument("--errors", default="0.05,0.1,0.2,0.3", help="seq_error grid")
-    parser.add_argument("--effects", default="80,120,160,240", help="seq_effect grid")
+    parser.add_argument("--errors", default="0.1,0.2,0.3", help="seq_error grid")
+    parser.add_argument("--effects", default="80,120,160", help="seq_effect grid")
+    parser.add_argument("--misses", default="0.01,0.05", help="seq_miss grid")
     parser.add_argument("--live-repeats", type=int, default=4, help="runs per recorded edge and seed block")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     return parser.parse_args()
@@ -125,8 +126,9 @@ def run_scenarios(store: Store, variant: str, scenarios, settings: SimSettings, 
 def calibrate(args, settings: SimSettings, scenarios) -> tuple[StabilityConfig, list[dict]]:
     """Runs the grid on the calibration seeds; returns the chosen setting and one row per candidate."""
     grid = {
-        f"error {e:g}, effect {x:g}": StabilityConfig(criterion=SEQ, seq_error=e, seq_effect=x)
+        f"error {e:g}, effect {x:g}, miss {m:g}": StabilityConfig(criterion=SEQ, seq_error=e, seq_effect=x, seq_miss=m)
         for e in map(float, args.errors.split(",")) for x in map(float, args.effects.split(","))
+        for m in map(float, args.misses.split(","))
     }
     print(f"calibrate: {len(grid)} settings x {len(scenarios)} scenarios x {args.calib_blocks} blocks", flush=True)
     store = Store(args.out / "calibrate.jsonl")
@@ -279,7 +281,8 @@ def main() -> None:
     settings = SimSettings(budget=args.budget, check_every=args.check_every, runs=args.runs)
     scenarios = default_scenarios()
     chosen, calib = calibrate(args, settings, scenarios)
-    print(f"chosen: seq_error={chosen.seq_error:g}, seq_effect={chosen.seq_effect:g}", flush=True)
+    print(f"chosen: seq_error={chosen.seq_error:g}, seq_effect={chosen.seq_effect:g}, seq_miss={chosen.seq_miss:g}",
+          flush=True)
     cfgs = {JS: StabilityConfig(), SEQ: chosen}
     seeds = range(REPORT_SEED0, REPORT_SEED0 + args.report_blocks)
     report = run_scenarios(Store(args.out / "report.jsonl"), "report", scenarios, settings, cfgs, seeds)

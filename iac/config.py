@@ -331,17 +331,20 @@ class StabilityConfig:
     smoothing: float = 0.0  # EMA factor on the distributions (0 = none)
     keep_schedule: tuple[int, ...] = (3, 2, 1)  # top-k kept at successive stabilities
     # sequential: chance that an operation without a real handicap is ever shown worse than the leader
-    # (per pair, over all checks), and that one with a handicap of `seq_effect` is called indifferent
+    # (per pair, over all checks)
     seq_error: float = 0.05
     # sequential: smallest drift of a log-probability margin per unit of its variance worth finding
     # (1/logit; ~0.5 x gradient SNR / arch_lr with Adam); pure noise is called "no preference" after a
-    # margin variance of about 2 ln(1/seq_error) / seq_effect**2
+    # margin variance of about 2 ln(1/seq_miss) / seq_effect**2
     seq_effect: float = 80.0
+    # sequential: chance that an operation with a handicap of `seq_effect` is called indifferent (no preference)
+    seq_miss: float = 0.05
 
     def __post_init__(self) -> None:
         check_one_of("criterion", self.criterion, STABILITY_CRITERIA)
         check_fraction("seq_error", self.seq_error, closed_low=False)
         check_positive("seq_effect", self.seq_effect)
+        check_fraction("seq_miss", self.seq_miss, closed_low=False)
         check_positive("tau", self.tau)
         for name in ("patience", "window"):
             check_positive(name, getattr(self, name))

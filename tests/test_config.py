@@ -145,13 +145,15 @@ ILL_CASES = [
     [StabilityConfig, {"keep_schedule": (3, 3, 1)}, "keep_schedule", "must be strictly decreasing positive integers"],
     [StabilityConfig, {"keep_schedule": (3, 2, 0)}, "keep_schedule", "must be strictly decreasing positive integers"],
     [StabilityConfig, {"keep_schedule": ()}, "keep_schedule", "must be strictly decreasing positive integers"],
-    # StabilityConfig, criterion: a known name; an error level in (0, 1); a positive effect.
+    # StabilityConfig, criterion: a known name; error levels in (0, 1); a positive effect.
     [StabilityConfig, {"criterion": "sequental"}, "criterion", "is not one of js, sequential — did you mean 'sequential'?"],
     [StabilityConfig, {"seq_error": 0.0}, "seq_error", OPEN_FRACTION],
     [StabilityConfig, {"seq_error": 1.0}, "seq_error", OPEN_FRACTION],
     [StabilityConfig, {"seq_error": NAN}, "seq_error", OPEN_FRACTION],
     [StabilityConfig, {"seq_effect": 0.0}, "seq_effect", POSITIVE],
     [StabilityConfig, {"seq_effect": INF}, "seq_effect", POSITIVE],
+    [StabilityConfig, {"seq_miss": 0.0}, "seq_miss", OPEN_FRACTION],
+    [StabilityConfig, {"seq_miss": 1.5}, "seq_miss", OPEN_FRACTION],
     # StatsConfig: metric names, open fractions, positive margins and counts, zero method.
     [StatsConfig, {"metrics": ("dice", "hd99")}, "metrics", "is not one of dice, hd95, nsd — did you mean 'hd95'?"],
     [StatsConfig, {"alpha": 0.0}, "alpha", OPEN_FRACTION],

@@ -163,6 +163,7 @@ def default_scenarios() -> list[Scenario]:
         Scenario("overtaken at 30 % (skip 0.1, then sep 0.2)", tuple(early), tuple(late), switch_at=0.3),
         Scenario("weight-decay bound: pure noise", zero, scale=LIVE_SCALE),
         Scenario("weight-decay bound: SNR 0.2", _merit_vector(0.2), scale=LIVE_SCALE),
+        Scenario("weight-decay bound: SNR 0.5", _merit_vector(0.5), scale=LIVE_SCALE),
     ]
 
 

@@ -30,9 +30,9 @@ estimated variance). With ``V`` as the clock, two boundaries decide:
   of the checks, with probability at most ``seq_error``);
 * *no preference*: ``|S| <= indifference_bound(V)`` (the lower boundary of
   Wald's SPRT of no drift against a drift of ``seq_effect`` per unit of
-  variance, with the same error): pairs drifting below about half of
-  ``seq_effect`` end here; pure noise does, after a variance of about
-  ``2 log(1 / seq_error) / seq_effect**2``.
+  variance, missing such a drift with probability ``seq_miss``): pairs
+  drifting below about half of ``seq_effect`` end here; pure noise does,
+  after a variance of about ``2 log(1 / seq_miss) / seq_effect**2``.
 
 Both are functions of ``(S, V)`` only, and both grow with the number of
 architecture steps the same way whatever the cadence, the dataset size or
@@ -440,7 +440,8 @@ def indifference_bound(var: float, error: float, effect: float) -> float:
 
     Args:
         var: The margin's variance so far, >= 0.
-        error: Chance of calling a pair with drift ``effect`` indifferent, in (0, 1).
+        error: Chance of calling a pair with drift ``effect`` indifferent
+            (the test's miss rate), in (0, 1).
         effect: The smallest drift per unit of variance worth finding, > 0.
 
     Returns:
@@ -464,13 +465,17 @@ class MarginEvidence:
     their logits carry on; any other change restarts the key.
 
     Args:
-        error: Error level of :func:`mixture_bound` and :func:`indifference_bound`.
+        error: Error level of :func:`mixture_bound` (shown worse without a handicap).
         effect: Drift per unit of variance of both boundaries (1 / log-probability).
+        miss: Error level of :func:`indifference_bound` (a drift of ``effect``
+            called indifferent); ``None``: ``error``.
     """
 
-    def __init__(self, error: float, effect: float) -> None:
+    def __init__(self, error: float, effect: float, miss: float | None = None) -> None:
+        miss = error if miss is None else miss
         _check_error_effect(error, effect)
-        self.error, self.effect = float(error), float(effect)
+        _check_error_effect(miss, effect)
+        self.error, self.effect, self.miss = float(error), float(effect), float(miss)
         self._keys: dict[str, dict[str, Any]] = {}
 
     def observe(self, key: str, ops: Sequence[str], probs: np.ndarray) -> None:
@@ -537,7 +542,7 @@ class MarginEvidence:
             ratios.append(s / bound)
             if s >= bound:
                 out[op] = WORSE
-            elif abs(s) <= indifference_bound(v, self.error, self.effect):
+            elif abs(s) <= indifference_bound(v, self.miss, self.effect):
                 out[op] = INDIFFERENT
             else:
                 out[op] = OPEN
@@ -549,7 +554,7 @@ class MarginEvidence:
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-able state (settings and every key's sums)."""
-        return {"error": self.error, "effect": self.effect,
+        return {"error": self.error, "effect": self.effect, "miss": self.miss,
                 "keys": {k: {**st, "ops": list(st["ops"])} for k, st in self._keys.items()}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -558,7 +563,7 @@ class MarginEvidence:
         Raises:
             ValueError: If the saved settings differ from this one's.
         """
-        for name in ("error", "effect"):
+        for name in ("error", "effect", "miss"):
             if state[name] != getattr(self, name):
                 raise ValueError(f"margin evidence was saved with {name}={state[name]!r}, this one has {getattr(self, name)!r}")
         self._keys = {
@@ -579,20 +584,21 @@ class SequentialMarginTest:
     shows no preference against it. ``no_preference`` says the second
     happened for at least one of them. A weak signal therefore waits until
     the margin's variance makes it clear; pure noise ends as "no preference"
-    after a variance of about ``2 log(1 / error) / effect**2``.
+    after a variance of about ``2 log(1 / miss) / effect**2``.
 
     Args:
-        error: Chance that a pair without preference is ever shown worse
-            (and that a pair drifting at ``effect`` is called indifferent), in (0, 1).
+        error: Chance that a pair without preference is ever shown worse, in (0, 1).
         effect: Smallest drift of a margin per unit of its variance worth
             finding (1 / log-probability), > 0.
         top_k: Default size of the top-k set (``update`` may override it).
+        miss: Chance that a pair drifting at ``effect`` is called indifferent,
+            in (0, 1); ``None``: ``error``.
     """
 
-    def __init__(self, error: float, effect: float, top_k: int = 1) -> None:
+    def __init__(self, error: float, effect: float, top_k: int = 1, miss: float | None = None) -> None:
         if int(top_k) != top_k or top_k < 1:
             raise ValueError(f"top_k must be an integer >= 1, got {top_k}")
-        self.evidence = MarginEvidence(error, effect)
+        self.evidence = MarginEvidence(error, effect, miss)
         self.top_k = int(top_k)
         self._seen: dict[str, int] = {}
 
@@ -670,8 +676,8 @@ def make_stability_test(cfg: "StabilityConfig", top_k: int) -> StabilityTest | S
         ValueError: If ``cfg.criterion`` names no known criterion.
     """
     if cfg.criterion == "js":
-        evidence = MarginEvidence(cfg.seq_error, cfg.seq_effect)
+        evidence = MarginEvidence(cfg.seq_error, cfg.seq_effect, cfg.seq_miss)
         return StabilityTest(cfg.tau, cfg.patience, cfg.window, cfg.smoothing, top_k=top_k, evidence=evidence)
     if cfg.criterion == "sequential":
-        return SequentialMarginTest(cfg.seq_error, cfg.seq_effect, top_k=top_k)
+        return SequentialMarginTest(cfg.seq_error, cfg.seq_effect, top_k=top_k, miss=cfg.seq_miss)
     raise ValueError(f"criterion {cfg.criterion!r} is not one of 'js', 'sequential'")

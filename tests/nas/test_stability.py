@@ -378,8 +378,10 @@ def test_factory_keeps_the_js_decisions_and_flags_noise_cuts():
     from iac.config import StabilityConfig
     from iac.nas.stability import SequentialMarginTest, make_stability_test
 
-    seq = make_stability_test(StabilityConfig(criterion="sequential", seq_error=0.01, seq_effect=50.0), top_k=3)
-    assert isinstance(seq, SequentialMarginTest) and seq.evidence.error == 0.01 and seq.evidence.effect == 50.0
+    cfg = StabilityConfig(criterion="sequential", seq_error=0.01, seq_effect=50.0, seq_miss=0.2)
+    seq = make_stability_test(cfg, top_k=3)
+    assert isinstance(seq, SequentialMarginTest)
+    assert (seq.evidence.error, seq.evidence.effect, seq.evidence.miss) == (0.01, 50.0, 0.2)
     js = make_stability_test(StabilityConfig(tau=TAU, patience=2), top_k=3)
     plain = StabilityTest(TAU, patience=2, top_k=3)
     rng = np.random.default_rng(5)
@@ -393,3 +395,18 @@ def test_factory_keeps_the_js_decisions_and_flags_noise_cuts():
     assert any(flagged)  # tiny noisy moves pass the JS test: those cuts show no preference
     with pytest.raises(ValueError, match="criterion"):
         make_stability_test(type("Cfg", (), {"criterion": "kl"})(), top_k=1)
+
+
+def test_miss_moves_only_the_no_preference_exit():
+    from iac.nas.stability import SequentialMarginTest
+
+    rng = np.random.default_rng(6)
+    noise = [walk(rng, 400, 0.0) for _ in range(10)]
+    strong = [walk(rng, 100, 0.03) for _ in range(10)]
+
+    def checks(miss, runs):
+        return [decision_check(SequentialMarginTest(ERROR, EFFECT, miss=miss), d)[0] or len(d) for d in runs]
+
+    # A larger miss rate gives up on noise sooner; a clear leader is shown worse-than at the same checks.
+    assert np.median(checks(0.3, noise)) < np.median(checks(0.01, noise))
+    assert checks(0.3, strong) == checks(0.01, strong)
