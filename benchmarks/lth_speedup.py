@@ -65,7 +65,7 @@ def main() -> None:
     from iac.commands.evaluate import run_evaluate
     from iac.commands.retrain import run_retrain
     from iac.commands.search import run_search_step
-    from iac.nas.genotype import genotype_agreement
+    from iac.nas.agreement import agreement
     from iac.config import EvalConfig, PrepareConfig, SearchConfig, StabilityConfig, TrainConfig
     from iac.data.prepare import prepare_dataset
     from iac.eval.per_case import load_per_case
@@ -137,8 +137,8 @@ def main() -> None:
         print(f"| {name} | {r['search_seconds']:.0f} | {r['epochs_run']} | {r['before']:.2f} | {after} | {r['dice']:.4f} |")
     ratio = full_r["search_seconds"] / lth_r["search_seconds"]
     print(f"\nspeed-up full / LTH: {ratio:.2f}x")
-    print(f"genotype agreement LTH vs full: {genotype_agreement(full_r['genotype'], lth_r['genotype']):.2f}; "
-          f"control vs full: {genotype_agreement(full_r['genotype'], ctl_r['genotype']):.2f}")
+    print(f"genotype agreement LTH vs full: {agreement(full_r['genotype'], lth_r['genotype']).jaccard:.2f}; "
+          f"control vs full: {agreement(full_r['genotype'], ctl_r['genotype']).jaccard:.2f}")
     summary = {"seed": args.seed, "speedup": ratio}
     for other in ("full", "control"):
         d = (lth_r["per_patient"] - results[other]["per_patient"]).dropna()

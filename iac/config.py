@@ -48,6 +48,9 @@ RESTORE_METHODS = ("probabilities", "labels")
 AMOS_MODALITIES = ("ct", "mri", "all")
 KITS_VERSIONS = ("auto", "19", "23")
 ZERO_METHODS = ("zsplit", "wilcox", "pratt")
+W_OPTIMIZERS = ("adamw", "sgd")
+STEP_ORDERS = ("weights_first", "arch_first")
+ARCH_PRECISIONS = ("fp32", "bf16")
 STATS_METRICS = ("dice", "hd95", "nsd")
 # Normalised surface Dice tolerance tau in mm of a class or region without its own (EvalConfig).
 DEFAULT_NSD_TOLERANCE_MM = 2.0
@@ -270,8 +273,13 @@ class SearchConfig:
     pretrained: str | None = None  # registered baseline U-Net; None = train one first
     freeze_backbone: bool = True  # frozen modules stay in eval mode
     warmup_epochs: int = 15  # weight-only epochs before architecture steps (clamped to epochs // 2)
-    w_lr: float = 3e-3  # cell weight learning rate (AdamW)
-    w_weight_decay: float = 1e-4
+    w_lr: float = 3e-3  # cell weight learning rate (ours; PC-DARTS: SGD at 0.1)
+    w_weight_decay: float = 1e-4  # (ours; PC-DARTS: 3e-4)
+    w_optimizer: str = "adamw"  # cell weights: "adamw" (ours) or "sgd" (PC-DARTS: momentum w_momentum)
+    w_momentum: float = 0.9  # SGD momentum (PC-DARTS: 0.9); unused with adamw
+    w_grad_clip: float | None = None  # clip the cell weights' gradient norm (PC-DARTS: 5.0); None = no clipping
+    step_order: str = "weights_first"  # "weights_first" (ours) or "arch_first" (PC-DARTS and DARTS)
+    arch_precision: str = "fp32"  # architecture step: "fp32", or "bf16" autocast (CUDA); never fp16 (no scaler)
     arch_lr: float = 6e-4  # PC-DARTS architecture Adam
     arch_betas: tuple[float, float] = (0.5, 0.999)
     arch_weight_decay: float = 1e-3
@@ -307,6 +315,11 @@ class SearchConfig:
             raise ConfigError("arch_betas", f"must be two values in [0, 1), got {self.arch_betas}")
         check_one_of("cell_inputs", self.cell_inputs, CELL_INPUTS)
         _check_model_uri("pretrained", self.pretrained)
+        check_one_of("w_optimizer", self.w_optimizer, W_OPTIMIZERS)
+        check_fraction("w_momentum", self.w_momentum)
+        check_positive("w_grad_clip", self.w_grad_clip, optional=True)
+        check_one_of("step_order", self.step_order, STEP_ORDERS)
+        check_one_of("arch_precision", self.arch_precision, ARCH_PRECISIONS)
 
 
 # Stability criteria of IAC-LTH (iac.nas.stability.make_stability_test): the

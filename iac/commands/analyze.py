@@ -92,7 +92,9 @@ def _ranks_table(membership) -> str:
 @click.option("--smoothing", default=StabilityConfig.smoothing, show_default=True, type=float, help="EMA factor used in every replay.")
 @click.option("--keep-schedule", default=",".join(map(str, StabilityConfig.keep_schedule)), show_default=True, help="Top-k kept at successive stabilities.")
 @click.option("--stay-k", default=DEFAULT_STAY_K, show_default=True, type=int, help="Report the first epoch from which every final op stays in this top-k.")
-def analyze(source: str, out: str, taus: str, patiences: str, windows: str, smoothing: float, keep_schedule: str, stay_k: int) -> None:
+@click.option("--other-full", multiple=True, help="Another full search of the same data (file, run id or runs:/ URI; repeatable): full-vs-full agreement.")
+def analyze(source: str, out: str, taus: str, patiences: str, windows: str, smoothing: float, keep_schedule: str, stay_k: int,
+            other_full: tuple[str, ...]) -> None:
     """Analyse a search trajectory (file or MLflow run id) and replay IAC-LTH on it."""
     import matplotlib
 
@@ -115,6 +117,8 @@ def analyze(source: str, out: str, taus: str, patiences: str, windows: str, smoo
             membership = analysis.topk_membership(traj, ks=ks)
             grid = replay_grid(traj, tau_list, patience_list, window_list, base=base)
             events = traj.get("events") or [ev.to_dict() for ev in replay(traj, cfg=middle).events]
+            others = [final_genotype(load_trajectory(fetch_trajectory(s, Path(tmp) / str(i))))
+                      for i, s in enumerate(other_full)]
         except ValueError as err:
             raise click.ClickException(str(err)) from err
     space = trajectory_space(traj)
@@ -146,6 +150,7 @@ def analyze(source: str, out: str, taus: str, patiences: str, windows: str, smoo
         "mean_spearman_last_epoch": None if spearman.empty else _mean_last(spearman),
         "timeline_events": "recorded" if traj.get("events") else f"replayed with tau={middle.tau:g}, patience={middle.patience}, window={middle.window}",
         "replay_grid": json.loads(grid.to_json(orient="records")),
+        "agreement_yardsticks": _yardsticks(final_genotype(traj), others),
     }
     _write_outputs(out_dir, tables, figures, summary)
     _echo_report(summary, membership, grid, first, stay_k, out_dir)
@@ -184,12 +189,27 @@ def _echo_report(summary: dict[str, Any], membership, grid, first: int | None, s
     where = "never (not all in the top-k at the end)" if first is None else f"epoch {first} (0-based) of {n_epochs}"
     click.echo(f"\nfirst epoch from which every final operation stays in the top-{stay_k}: {where}")
     click.echo("\noffline replay of IAC-LTH (counterfactual once pruning starts):")
-    cols = ["tau", "patience", "window", "stop_epoch", "epochs_run", "epoch_ratio", "events", "genotype_equal"]
+    cols = ["tau", "patience", "window", "stop_epoch", "epochs_run", "epoch_ratio", "events", "shared_choices", "jaccard"]
     if grid["diverged_check"].notna().any():
         cols.append("diverged_check")
         click.echo("(diverged_check: the recorded search pruned operations this setting would still keep)")
     click.echo(grid[cols].to_string(index=False))
+    y = summary["agreement_yardsticks"]
+    click.echo(f"agreement with the final genotype by chance (random genotypes of this space): Jaccard "
+               f"{y['random_jaccard_mean']:.2f} on average, {y['random_jaccard_p95']:.2f} at the 95th and "
+               f"{y['random_jaccard_p99']:.2f} at the 99th percentile")
+    if "full_vs_full_jaccard_mean" in y:
+        click.echo(f"full search vs full search ({int(y['full_vs_full_pairs'])} pairs): Jaccard "
+                   f"{y['full_vs_full_jaccard_mean']:.2f}")
     click.echo(f"\noutputs written to {out_dir}")
+
+
+def _yardsticks(final, others: list) -> dict[str, float]:
+    """Chance agreement for this space and, with other full searches, full-vs-full agreement."""
+    from iac.nas.agreement import agreement_metrics
+
+    m = agreement_metrics(final, final, others)
+    return {k: v for k, v in m.items() if k.startswith(("random_", "full_vs_full"))}
 
 
 def _middle(values: list[Any]) -> Any:

@@ -14,6 +14,7 @@ result equals an uninterrupted search (CPU, same seed), and
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import warnings
 from pathlib import Path
@@ -41,6 +42,7 @@ from iac.config import (
     to_dict,
 )
 
+log = logging.getLogger(__name__)
 METHODS = ("full", "lth")
 
 
@@ -210,19 +212,54 @@ def _summary(result, reference_run: str | None) -> dict[str, float]:
     return summary
 
 
-def _compare_with_reference(reference_run: str, result) -> dict[str, float]:
+def _run_genotype(run_id: str):
     import mlflow
 
-    from iac.nas.genotype import genotype_agreement, load_genotype
+    from iac.nas.genotype import load_genotype
+
+    return load_genotype(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="genotype/genotype.json"))
+
+
+def _other_full_searches(ref) -> list:
+    """Genotypes of the other finished full searches of the same data, backbone and space (other seeds)."""
+    import mlflow
+
+    tags = ref.data.tags
+    found = mlflow.search_runs(
+        experiment_ids=[ref.info.experiment_id],
+        filter_string=(f"tags.step = 'search_full' and tags.data_fingerprint = '{tags.get('data_fingerprint', '')}' "
+                       f"and tags.backbone = '{tags.get('backbone', '')}' and attributes.status = 'FINISHED'"),
+        output_format="list",
+    )
+    ref_geno = _run_genotype(ref.info.run_id)
+    others = []
+    for run in found:
+        if run.info.run_id == ref.info.run_id or run.data.tags.get("seed") == tags.get("seed"):
+            continue
+        geno = _run_genotype(run.info.run_id)
+        if geno.space.signature() == ref_geno.space.signature():
+            others.append(geno)
+    return others
+
+
+def _compare_with_reference(reference_run: str, result) -> dict[str, float]:
+    """Speed and genotype agreement with the reference full search, next to chance and full-vs-full agreement."""
+    import mlflow
+
+    from iac.nas.agreement import agreement, agreement_metrics
 
     ref = mlflow.get_run(reference_run)
     ref_secs = ref.data.metrics.get("search_seconds")
-    local = mlflow.artifacts.download_artifacts(run_id=reference_run, artifact_path="genotype/genotype.json")
-    ref_geno = load_genotype(local)
+    ref_geno = _run_genotype(reference_run)
+    others = _other_full_searches(ref)
     out = {
-        "genotype_agreement": genotype_agreement(ref_geno, result.genotype),
+        **agreement_metrics(result.genotype, ref_geno, others),
         "genotype_equal": float(ref_geno == result.genotype),
     }
+    log.info("agreement with the full search %s: %s", reference_run, agreement(ref_geno, result.genotype))
+    log.info("chance: Jaccard %.2f on average, %.2f at the 95th and %.2f at the 99th percentile%s",
+             out["random_jaccard_mean"], out["random_jaccard_p95"], out["random_jaccard_p99"],
+             f"; full vs full: {out['full_vs_full_jaccard_mean']:.2f}" if others else "")
     if ref_secs:
         out["speedup_vs_full"] = ref_secs / max(result.search_seconds, 1e-9)
         out["reference_search_seconds"] = ref_secs
@@ -297,10 +334,24 @@ def search_options(fn):
         click.option("--max-slices-per-epoch", default=0, show_default=True, type=int, help="Cap on slices per epoch (0 = all)."),
         click.option("--check-every", default=50, show_default=True, type=int, help="Architecture steps between stability checks."),
         click.option("--reference-run", default="", help="A search_full run to compare speed and genotype with."),
+        click.option("--w-optimizer", default="adamw", show_default=True, help="Cell-weight optimiser: adamw or sgd (PC-DARTS)."),
+        click.option("--w-momentum", default=0.9, show_default=True, type=float, help="SGD momentum of the cell weights."),
+        click.option("--w-grad-clip", default="", help="Clip the cell weights' gradient norm to this (PC-DARTS: 5); empty = no clipping."),
+        click.option("--step-order", default="weights_first", show_default=True, help="weights_first or arch_first (PC-DARTS)."),
+        click.option("--arch-precision", default="fp32", show_default=True, help="Architecture step: fp32, or bf16 autocast on CUDA."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
+
+
+def _optional_float(name: str, text: str) -> float | None:
+    """An optional number given as text ('' = unset)."""
+    text = optional(text)
+    try:
+        return None if text is None else float(text)
+    except ValueError:
+        raise click.BadParameter(f"expected a number or empty, got {text!r}", param_hint=f"--{name}") from None
 
 
 def build_search_config(o: dict[str, Any]) -> SearchConfig:
@@ -327,6 +378,11 @@ def build_search_config(o: dict[str, Any]) -> SearchConfig:
         resume=optional(o["resume"]),
         max_slices_per_epoch=o["max_slices_per_epoch"] or None,
         check_every=o["check_every"],
+        w_optimizer=o["w_optimizer"],
+        w_momentum=o["w_momentum"],
+        w_grad_clip=_optional_float("w-grad-clip", o["w_grad_clip"]),
+        step_order=o["step_order"],
+        arch_precision=o["arch_precision"],
     )
     prepared_folder("data", o["data"])  # after the values: a usage error names the first bad option
     return cfg

@@ -39,7 +39,6 @@ __all__ = [
     "GENOTYPE_FILE",
     "save_genotype",
     "load_genotype",
-    "genotype_agreement",
 ]
 
 SCHEMA_VERSION = 1
@@ -341,12 +340,6 @@ def load_genotype(path: str | Path) -> Genotype:
         return Genotype.from_json(path.read_text())
     except GenotypeError as err:
         raise GenotypeError(f"{path}: {err}") from None
-
-
-def genotype_agreement(a: Genotype, b: Genotype) -> float:
-    """Jaccard share of the ``(level, node, input, operation)`` choices two genotypes have in common (1.0 = identical)."""
-    ca, cb = a.choices(), b.choices()
-    return len(ca & cb) / max(len(ca | cb), 1)
 
 
 @dataclass

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from iac.config import StabilityConfig
+from iac.nas.agreement import agreement
 from iac.nas.genotype import Genotype, SearchSpace, discretize
 from iac.nas.pruning import JSStabilityPruning, PruneEvent, edge_states_of
 from iac.nas.trajectory import final_genotype, trajectory_space
@@ -171,6 +172,7 @@ def replay(
 def _outcome(res: ReplayResult, total: int, reference: Genotype) -> dict[str, Any]:
     """One replay's results as a :func:`replay_grid` row (its settings excluded)."""
     run = res.stop_epoch + 1 if res.stopped else total
+    agree = agreement(reference, res.genotype)
     return {
         "stopped": res.stopped,
         "stop_check": res.stop_check,
@@ -181,6 +183,8 @@ def _outcome(res: ReplayResult, total: int, reference: Genotype) -> dict[str, An
         "epoch_ratio": total / run if run else float("nan"),
         "events": len(res.events),
         "genotype_equal": res.genotype == reference,
+        "shared_choices": f"{agree.shared}/{agree.total}",
+        "jaccard": agree.jaccard,
         "genotype": str(res.genotype),
         "diverged_check": None,
     }
@@ -230,7 +234,8 @@ def replay_grid(
             continue
         rows.append({**row, **_outcome(res, total, reference)})
     columns = ["tau", "patience", "window", "stopped", "stop_check", "stop_epoch", "stop_arch_step", "epochs_run",
-               "epochs_total", "epoch_ratio", "events", "genotype_equal", "genotype", "diverged_check"]
+               "epochs_total", "epoch_ratio", "events", "genotype_equal", "shared_choices", "jaccard", "genotype",
+               "diverged_check"]
     grid = pd.DataFrame(rows, columns=columns)
     # Nullable integers: a replay that never stops has no stop check.
     ints = ["stop_check", "stop_epoch", "stop_arch_step", "epochs_run", "epochs_total", "events", "diverged_check"]

@@ -72,17 +72,33 @@ def effective_warmup(cfg: SearchConfig) -> int:
     return cfg.warmup_epochs
 
 
-def check_record(supernet: SearchNetwork, check: int, epoch: int, arch_step: int) -> dict[str, Any]:
-    """The JSON record of every edge's surviving operations and weights right now."""
+def check_record(supernet: SearchNetwork, check: int, epoch: int, arch_step: int,
+                 grad_stats: Mapping[tuple[int, int], tuple[list[float], list[float]]] | None = None
+                 ) -> dict[str, Any]:
+    """The JSON record of every edge's surviving operations and weights right now.
+
+    With ``grad_stats`` (:meth:`Architect.take_grad_stats`), each edge also
+    carries ``grad_mean`` and ``grad_var``: its alpha gradient's mean and
+    variance per operation over the architecture steps since the last check.
+    """
     archs = []
     for a in range(supernet.n_archs):
-        edges = [
-            {"edge": f"{e.src}->{e.dst}", "ops": list(e.ops), "alpha": [float(x) for x in e.alpha],
-             "beta": float(e.beta), "alive": bool(e.alive), "mass": float(e.mass)}
-            for e in supernet.edge_states(a)
-        ]
+        edges = []
+        for e, st in enumerate(supernet.edge_states(a)):
+            rec = {"edge": f"{st.src}->{st.dst}", "ops": list(st.ops), "alpha": [float(x) for x in st.alpha],
+                   "beta": float(st.beta), "alive": bool(st.alive), "mass": float(st.mass)}
+            if grad_stats and (a, e) in grad_stats and len(grad_stats[(a, e)][0]) == len(st.ops):
+                rec["grad_mean"], rec["grad_var"] = grad_stats[(a, e)]
+            edges.append(rec)
         archs.append({"edges": edges})
     return {"check": check, "epoch": epoch, "arch_step": arch_step, "archs": archs}
+
+
+def make_weight_optimizer(params: list[torch.nn.Parameter], cfg: SearchConfig) -> torch.optim.Optimizer:
+    """The cell weights' optimiser: AdamW (ours) or SGD with momentum (PC-DARTS)."""
+    if cfg.w_optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.w_lr, momentum=cfg.w_momentum, weight_decay=cfg.w_weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.w_lr, weight_decay=cfg.w_weight_decay)
 
 
 class SearchState:
@@ -115,12 +131,11 @@ class SearchState:
                                     cfg.batch_size, cfg.seed, cfg.max_slices_per_epoch)
         self.supernet = SearchNetwork(unet, space, freeze_backbone=cfg.freeze_backbone).to(self.device)
         self.loss_fn = make_loss()
-        self.w_opt = torch.optim.AdamW(list(self.supernet.weight_parameters()), lr=cfg.w_lr,
-                                       weight_decay=cfg.w_weight_decay)
+        self.w_opt = make_weight_optimizer(list(self.supernet.weight_parameters()), cfg)
         # Cosine decay of the cell-weight learning rate per step over the whole epoch budget.
         self.schedule = make_scheduler(self.w_opt, "cosine", cfg.epochs * len(self.loaders))
         self.scaler = make_grad_scaler(self.device, self.amp)
-        self.architect = Architect.from_config(self.supernet, self.loss_fn, cfg, amp=self.amp)
+        self.architect = Architect.from_config(self.supernet, self.loss_fn, cfg)
         self.warmup = effective_warmup(cfg)
         self.epoch, self.arch_step, self.n_checks, self.cum_seconds = 0, 0, 0, 0.0
         self.trajectory: dict[str, Any] = {
@@ -166,13 +181,12 @@ class SearchState:
         self.supernet.apply_masks(state["masks"])
         self.supernet.load_state_dict(state["model"])
         # Pruning replaced parameters: rebuild the optimisers over the survivors, then load.
-        self.w_opt = torch.optim.AdamW(list(self.supernet.weight_parameters()), lr=self.cfg.w_lr,
-                                       weight_decay=self.cfg.w_weight_decay)
+        self.w_opt = make_weight_optimizer(list(self.supernet.weight_parameters()), self.cfg)
         self.w_opt.load_state_dict(state["w_opt"])
         self.schedule = make_scheduler(self.w_opt, "cosine", self.cfg.epochs * len(self.loaders))
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
-        self.architect = Architect.from_config(self.supernet, self.loss_fn, self.cfg, amp=self.amp)
+        self.architect = Architect.from_config(self.supernet, self.loss_fn, self.cfg)
         self.architect.load_state_dict(state["architect"])
         self.policy.load_state_dict(state["policy"])
         self.loaders.load_state_dict(state["loaders"])
@@ -193,7 +207,8 @@ def check_and_prune(state: SearchState, epoch: int) -> None:
     from iac.nas.pruning import apply_events
 
     state.n_checks += 1
-    record = check_record(state.supernet, state.n_checks, epoch, state.arch_step)
+    record = check_record(state.supernet, state.n_checks, epoch, state.arch_step,
+                          state.architect.take_grad_stats())
     events = state.policy.observe(record)
     record["status"] = _status_of(state.policy)
     state.trajectory["checks"].append(record)
@@ -220,22 +235,34 @@ def search_epoch(state: SearchState, epoch: int, progress: bool = True) -> tuple
     geno = str(supernet.genotype())[:48]
     bar = tqdm(state.loaders, total=len(state.loaders), desc=f"search {epoch + 1}/{cfg.epochs}", leave=False,
                disable=not progress)
+    arch_first = cfg.step_order == "arch_first"
     for w_batch, a_batch in bar:
+        if arch_on and arch_first:
+            _arch_step(state, a_batch, a_log, epoch, w_log)
         x, y = move_batch(w_batch, device)  # (B, C, H, W), (B, 1, H, W)
         w_log.add(train_step(supernet, x, y, state.loss_fn, state.w_opt, state.scaler, device=device,
-                             amp=state.amp), x.shape[0])
+                             amp=state.amp, clip_norm=cfg.w_grad_clip), x.shape[0])
         state.schedule.step()
-        if arch_on:
-            xa, ya = move_batch(a_batch, device)
-            a_log.add(state.architect.step(xa, ya), xa.shape[0])
-            state.arch_step += 1
-            if state.arch_step % state.check_every == 0:
-                w_log.flush(), a_log.flush()  # no decision rests on a diverged state
-                check_and_prune(state, epoch)
-                geno = str(supernet.genotype())[:48]
+        if arch_on and not arch_first:
+            _arch_step(state, a_batch, a_log, epoch, w_log)
+        if arch_on and state.arch_step % state.check_every == 0:
+            geno = str(supernet.genotype())[:48]
         bar.set_postfix(geno=geno)
     w_log.flush(), a_log.flush()
     return w_log, a_log
+
+
+def _arch_step(state: SearchState, batch: Mapping[str, Any], a_log: LossLog, epoch: int,
+               w_log: LossLog | None = None) -> None:
+    """One architecture step; a check (and maybe pruning) every ``check_every`` of them."""
+    xa, ya = move_batch(batch, state.device)
+    a_log.add(state.architect.step(xa, ya), xa.shape[0])
+    state.arch_step += 1
+    if state.arch_step % state.check_every == 0:
+        a_log.flush()  # no decision rests on a diverged state
+        if w_log is not None:
+            w_log.flush()
+        check_and_prune(state, epoch)
 
 
 def run_search(

@@ -81,16 +81,22 @@ def test_analyze_command_on_a_file(tmp_path):
     path = tmp_path / "trajectory.json"
     path.write_text(json.dumps(full_trajectory(Logits(seed=0), n_checks=40)))
     out = tmp_path / "out"
-    result = CliRunner().invoke(analyze, [str(path), "--out", str(out), "--tau", "1e-3,1e-2", "--patience", "2", "--window", "1"])
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(full_trajectory(Logits(seed=1), n_checks=40)))
+    result = CliRunner().invoke(analyze, [str(path), "--out", str(out), "--tau", "1e-3,1e-2", "--patience", "2", "--window", "1",
+                                          "--other-full", str(other)])
     assert result.exit_code == 0, result.output
     assert "first epoch from which every final operation stays in the top-3" in result.output
-    assert "genotype_equal" in result.output
+    # Agreement as shared choices out of the total, next to chance and to another full search.
+    assert "shared_choices" in result.output and "jaccard" in result.output
+    assert "by chance" in result.output and "full search vs full search (1 pairs)" in result.output
     for name in ("topk_membership.csv", "rank_correlation.csv", "consecutive_js.csv", "replay_grid.csv", "op_timeline.csv",
                  "consecutive_js.png", "op_timeline.png", "topk_membership.png", "summary.json"):
         assert (out / name).is_file(), name
     assert len(pd.read_csv(out / "replay_grid.csv")) == 2
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs"] == 20 and "first_epoch_all_final_ops_in_top3" in summary
+    assert {"random_jaccard_mean", "full_vs_full_jaccard_mean"} <= set(summary["agreement_yardsticks"])
 
 
 def test_analyze_command_downloads_from_a_run(tmp_path, monkeypatch):

@@ -54,3 +54,29 @@ def test_from_config_takes_the_search_settings(supernet):
     cfg = SearchConfig(arch_lr=0.02, arch_betas=(0.4, 0.9), arch_weight_decay=0.5)
     group = Architect.from_config(supernet, make_loss(), cfg).optimizer.param_groups[0]
     assert (group["lr"], group["betas"], group["weight_decay"]) == (0.02, (0.4, 0.9), 0.5)
+
+
+def test_gradient_statistics_since_the_last_check(supernet, single_thread):
+    arch = Architect(supernet, make_loss(), lr=0.0, betas=(0.5, 0.999), weight_decay=0.0)  # lr 0: same point
+    with torch.no_grad():
+        for p in supernet.weight_parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    assert arch.take_grad_stats() == {}
+    grads = []
+    for seed in range(3):
+        arch.step(*_batch(seed))
+        grads.append(supernet.archs[0].alpha[0].grad.detach().double().clone())
+    stats = arch.take_grad_stats()
+    mean, var = stats[(0, 0)]
+    g = torch.stack(grads)
+    assert torch.allclose(torch.tensor(mean, dtype=torch.float64), g.mean(0))
+    assert torch.allclose(torch.tensor(var, dtype=torch.float64), g.var(0, unbiased=True))
+    assert arch.take_grad_stats() == {}  # reset after each take
+
+
+def test_bf16_precision_is_only_for_cuda_and_fp16_is_refused(supernet):
+    with pytest.raises(ValueError, match="fp32' or 'bf16"):
+        Architect(supernet, make_loss(), lr=0.1, betas=(0.5, 0.999), weight_decay=0.0, precision="fp16")
+    arch = Architect(supernet, make_loss(), lr=0.1, betas=(0.5, 0.999), weight_decay=0.0, precision="bf16")
+    loss = arch.step(*_batch())  # on the CPU the step stays in float32
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
