@@ -411,12 +411,18 @@ def search_full(**o: Any) -> None:
 @click.option("--window", default=StabilityConfig.window, show_default=True, type=int, help="Compare with the distribution this many checks earlier.")
 @click.option("--smoothing", default=StabilityConfig.smoothing, show_default=True, type=float, help="EMA factor on the distributions (0 = none).")
 @click.option("--keep-schedule", default="3,2,1", show_default=True, help="Top-k kept at successive stabilities.")
-def search_lth(tau: float, patience: int, window: int, smoothing: float, keep_schedule: str, **o: Any) -> None:
+@click.option("--criterion", default=StabilityConfig.criterion, show_default=True, help="js (the paper's divergence test) or sequential (margin confidence sequence).")
+@click.option("--seq-error", default=StabilityConfig.seq_error, show_default=True, type=float, help="sequential: chance of ever cutting an operation without a real handicap.")
+@click.option("--seq-effect", default=StabilityConfig.seq_effect, show_default=True, type=float, help="sequential: smallest margin drift per unit of its variance worth finding.")
+@click.option("--seq-miss", default=StabilityConfig.seq_miss, show_default=True, type=float, help="sequential: chance of calling a handicap of seq_effect 'no preference'.")
+def search_lth(tau: float, patience: int, window: int, smoothing: float, keep_schedule: str, criterion: str,
+               seq_error: float, seq_effect: float, seq_miss: float, **o: Any) -> None:
     """IAC-LTH search: prune stable edges early and stop when every edge is decided."""
     try:
         schedule = tuple(int(x) for x in keep_schedule.split(","))
     except ValueError as e:
         raise click.BadParameter(f"{keep_schedule!r} is not a comma-separated list of integers", param_hint="--keep-schedule") from e
     stab = build_config(StabilityConfig, tau=tau, patience=patience, window=window, smoothing=smoothing,
-                        keep_schedule=schedule)
+                        keep_schedule=schedule, criterion=criterion, seq_error=seq_error, seq_effect=seq_effect,
+                        seq_miss=seq_miss)
     _run("lth", o, stab)
