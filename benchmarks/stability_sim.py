@@ -176,7 +176,11 @@ def live(args, cfgs) -> dict | None:
     if args.trajectory is None:
         print("live: skipped (no --trajectory with grad_mean / grad_var given)", flush=True)
         return None
-    edges = live_edges(load_trajectory(args.trajectory))
+    try:
+        edges = live_edges(load_trajectory(args.trajectory))
+    except ValueError as err:
+        print(f"live: skipped ({err})", flush=True)
+        return None
     if not edges:
         print(f"live: skipped ({args.trajectory} records no grad_mean / grad_var)", flush=True)
         return None

@@ -343,14 +343,14 @@ class StabilityConfig:
     window: int = 1  # compare with the distribution `window` checks earlier (checks: SearchConfig.check_every)
     smoothing: float = 0.0  # EMA factor on the distributions (0 = none)
     keep_schedule: tuple[int, ...] = (3, 2, 1)  # top-k kept at successive stabilities
-    # sequential: chance that an operation without a real handicap is ever shown worse than the leader
-    # (per pair, over all checks)
-    seq_error: float = 0.05
-    # sequential: smallest drift of a log-probability margin per unit of its variance worth finding
-    # (1/logit; ~0.5 x gradient SNR / arch_lr with Adam); pure noise is called "no preference" after a
+    # sequential (provisional defaults chosen on the simulator's calibration seeds, docs/deviations.md §7):
+    # chance that an operation without a real handicap is ever shown worse than the leader (per pair, all checks)
+    seq_error: float = 0.2
+    # smallest drift of a log-probability margin per unit of its variance worth finding (1/logit; with Adam
+    # ~0.5 x per-step gradient SNR / arch_lr: 80 ~ SNR 0.1); pure noise is called "no preference" after a
     # margin variance of about 2 ln(1/seq_miss) / seq_effect**2
     seq_effect: float = 80.0
-    # sequential: chance that an operation with a handicap of `seq_effect` is called indifferent (no preference)
+    # chance that an operation with a handicap of `seq_effect` is called indifferent (no preference)
     seq_miss: float = 0.05
 
     def __post_init__(self) -> None:

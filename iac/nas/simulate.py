@@ -247,7 +247,13 @@ def live_edges(trajectory: Mapping[str, Any]) -> list[tuple[np.ndarray, np.ndarr
 
     Returns:
         One entry per (architecture, edge) with gradient statistics at every check.
+
+    Raises:
+        ValueError: If the search's operations are not :data:`SIM_SPACE`'s.
     """
+    ops = tuple(trajectory.get("space", {}).get("ops", SIM_SPACE.ops))
+    if ops != SIM_SPACE.ops:
+        raise ValueError(f"live noise needs a search of the default operations {list(SIM_SPACE.ops)}, not {list(ops)}")
     checks = trajectory["checks"]
     steps = np.array([c["arch_step"] for c in checks], dtype=np.int64)
     out = []

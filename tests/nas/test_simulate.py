@@ -150,6 +150,8 @@ def test_live_noise_replays_recorded_gradient_statistics():
     edges = live_edges(live_trajectory())
     assert len(edges) == 2 and edges[0][1].shape == (8, 8) and list(edges[0][0]) == [25 * c for c in range(1, 9)]
     assert live_edges(live_trajectory(with_stats=False)) == []
+    with pytest.raises(ValueError, match="default operations"):
+        live_edges({**live_trajectory(), "space": {"ops": ["none", "skip_connect"]}})
     src = LiveSource(edges, repeats=3, seed=0)
     assert src.runs == 6 and list(src.best[:3]) == [SIM_SPACE.ops.index("dil_conv_3x3")] * 3
     settings = SimSettings(budget=200, check_every=25, runs=6)
