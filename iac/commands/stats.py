@@ -206,7 +206,8 @@ def _margin_option(flag: str, field: str, help_text: str):
 @click.option("--fingerprint", default="", help="Only evaluate runs of this prepared data (eval_data_fingerprint).")
 @click.option("--runs", "run_ids", default="", help="Comma-separated evaluate run ids (instead of the filters).")
 @click.option("--reference", default=StatsConfig.reference, show_default=True, help="Method compared with every other.")
-@click.option("--metrics", default=",".join(StatsConfig.metrics), show_default=True, help="Comma-separated scores to compare: dice, hd95, nsd.")
+@click.option("--metrics", default=",".join(StatsConfig.metrics), show_default=True,
+              help="Comma-separated scores to compare: dice, hd95, nsd.")
 @click.option("--margin", default=StatsConfig.margin, show_default=True, type=float, help="Equivalence (TOST) margin on the Dice scale.")
 @_margin_option("--hd95-margin", "hd95_margin", "Equivalence margin for HD95 in mm (empty: no TOST on HD95).")
 @_margin_option("--nsd-margin", "nsd_margin", "Equivalence margin on the NSD scale (empty: no TOST on NSD).")

@@ -270,6 +270,28 @@ def case_metrics(
     ref = np.asarray(ref)
     if pred.shape != ref.shape:
         raise ValueError(f"pred shape {pred.shape} differs from ref shape {ref.shape}")
+    structures, n_classes = _structures(label_names, regions)
+    if isinstance(nsd_tolerance_mm, Mapping):
+        tolerance = nsd_tolerances(list(structures), per_name=nsd_tolerance_mm)
+    else:
+        tolerance = nsd_tolerances(list(structures), float(nsd_tolerance_mm))
+    rows: list[dict[str, object]] = []
+    for name, labels in structures.items():
+        scores = structure_scores(np.isin(pred, labels), np.isin(ref, labels), spacing_xyz, policy, tolerance[name])
+        rows.append({"label": name, **scores})
+    rows.append(_mean_row(rows[:n_classes]))
+    return rows
+
+
+def _structures(
+    label_names: Mapping[int, str], regions: Mapping[str, Sequence[int]] | None
+) -> tuple[dict[str, list[int]], int]:
+    """``({name: labels}, number of classes)``: the foreground classes in label order, then the regions.
+
+    Raises:
+        ValueError: no foreground label, a region name that clashes, a region
+            listing no or unknown labels.
+    """
     foreground = {int(k): str(v) for k, v in label_names.items() if int(k) != BACKGROUND}
     if not foreground:
         raise ValueError(f"label_names {dict(label_names)} has no foreground label (0 is background)")
@@ -284,21 +306,9 @@ def case_metrics(
                 f"region {name!r} lists labels {list(members)}; unknown {unknown}, "
                 f"valid foreground labels are {sorted(foreground)}"
             )
-
-    names = [*(name for _, name in sorted(foreground.items())), *regions]
-    tolerance = (
-        nsd_tolerances(names, per_name=nsd_tolerance_mm)
-        if isinstance(nsd_tolerance_mm, Mapping)
-        else nsd_tolerances(names, float(nsd_tolerance_mm))
-    )
     structures = {name: [label] for label, name in sorted(foreground.items())}
     structures.update({name: [int(m) for m in members] for name, members in regions.items()})
-    rows: list[dict[str, object]] = []
-    for name, labels in structures.items():
-        scores = structure_scores(np.isin(pred, labels), np.isin(ref, labels), spacing_xyz, policy, tolerance[name])
-        rows.append({"label": name, **scores})
-    rows.append(_mean_row(rows[: len(foreground)]))
-    return rows
+    return structures, len(foreground)
 
 
 def _mean_row(class_rows: list[dict[str, object]]) -> dict[str, object]:

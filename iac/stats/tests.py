@@ -51,8 +51,8 @@ class SignedRankResult(NamedTuple):
 class EquivalenceResult(NamedTuple):
     """Two one-sided signed-rank tests against ``-margin`` and ``+margin``."""
 
-    p_lower: float  # H0: median(d) <= -margin
-    p_upper: float  # H0: median(d) >= +margin
+    p_lower: float  # H0: pseudo-median(d) <= -margin
+    p_upper: float  # H0: pseudo-median(d) >= +margin
     pvalue: float  # max of the two
     equivalent: bool
     method: str  # "exact", "asymptotic" or "exact/asymptotic" when they differ
@@ -97,7 +97,7 @@ def equivalence_test(
     zero_method: str = "zsplit",
     exact_max_n: int = 50,
 ) -> EquivalenceResult:
-    """TOST with signed-rank tests: is the median difference inside ``(-margin, margin)``?
+    """TOST with signed-rank tests: is the pseudo-median difference inside ``(-margin, margin)``?
 
     Lower test: ``d + margin`` with ``alternative="greater"``; upper test:
     ``d - margin`` with ``alternative="less"``. Equivalent when both
