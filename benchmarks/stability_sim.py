@@ -270,10 +270,11 @@ def figure(summaries: dict, scenarios, settings: SimSettings, path: Path) -> Non
         ax.set_ylabel("final op truly best, %", fontsize=8)
     for ax in axes[-cols:]:
         ax.set_xlabel("architecture step", fontsize=8)
-    axes[0].legend(fontsize=6, loc="lower right")
-    fig.suptitle(f"decision quality per criterion ({settings.budget} steps, check every {settings.check_every})",
-                 fontsize=10)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.suptitle(f"decision quality per criterion ({settings.budget} steps, check every {settings.check_every}; "
+                 "dashed: 25 % of the budget)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
 
