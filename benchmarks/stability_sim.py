@@ -66,6 +66,7 @@ JS, SEQ = "js", "sequential"
 
 
 def parse_args() -> argparse.Namespace:
+    """The command line (every default is the benchmark recorded in docs/benchmarks.md)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/stability_sim"))
     parser.add_argument("--figure", type=Path, default=Path("docs/figures/stability_sim.png"))
@@ -95,6 +96,7 @@ class Store:
                 self.blocks[rec["key"]] = rec["block"]
 
     def block(self, key: str, run):
+        """The block stored under ``key``, or ``run()``'s result, appended to the file at once."""
         if key not in self.blocks:
             started = time.perf_counter()
             self.blocks[key] = run()
@@ -105,6 +107,7 @@ class Store:
 
 
 def _key(variant: str, scenario: str, seed: int, cfgs, settings: SimSettings) -> str:
+    """A block's key: variant, scenario, seed and a digest of the criteria and settings it ran with."""
     tag = json.dumps([sorted((n, to_dict(c)) for n, c in cfgs.items()), dataclasses.asdict(settings)], sort_keys=True)
     return f"{variant}|{scenario}|{seed}|{hashlib.sha1(tag.encode()).hexdigest()[:10]}"
 
@@ -197,6 +200,7 @@ def live(args, cfgs) -> dict | None:
 
 
 def _pct(x: float, sd: float | None = None) -> str:
+    """A percentage, with its spread when given."""
     return f"{x:.0f}" if sd is None else f"{x:.0f} ± {sd:.0f}"
 
 
@@ -223,6 +227,7 @@ def results_table(summaries: dict, names, budget: int) -> str:
 
 
 def targets_table(rows: list[dict]) -> str:
+    """Markdown: every target of one criterion, its value, its limit and whether it is met."""
     lines = ["| target | scenario | value | limit | met |", "|---|---|---:|---:|---|"]
     lines += [f"| {r['target']} | {r['scenario']} | {r['value']:.1f} | {r['limit']:.1f} | {'yes' if r['met'] else '**no**'} |"
               for r in rows]
@@ -230,6 +235,7 @@ def targets_table(rows: list[dict]) -> str:
 
 
 def invariance_table(rows: list[dict]) -> str:
+    """Markdown: per variant, scenario and criterion the shifts against the report run and their spreads."""
     lines = ["| variant | scenario | criterion | median decision (shift; spread) | = argmax, % (shift; spread) | within |",
              "|---|---|---|---:|---:|---|"]
     for r in rows:
@@ -241,6 +247,7 @@ def invariance_table(rows: list[dict]) -> str:
 
 
 def calibration_table(rows: list[dict]) -> str:
+    """Markdown: every candidate setting, its missed targets and mean saving, and the one chosen."""
     lines = ["| setting | targets missed | mean steps saved, % | chosen |", "|---|---:|---:|---|"]
     lines += [f"| {r['setting']} | {r['missed']} | {r['saving']:.1f} | {'**yes**' if r['chosen'] else ''} |" for r in rows]
     return "\n".join(lines)
@@ -280,6 +287,7 @@ def figure(summaries: dict, scenarios, settings: SimSettings, path: Path) -> Non
 
 
 def main() -> None:
+    """Calibrate, report, check invariance and replay live noise; print and write the tables and the figure."""
     args = parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)

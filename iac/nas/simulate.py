@@ -42,14 +42,18 @@ from iac.nas.supernet import ARCH_INIT_SCALE
 
 __all__ = [
     "SIM_SPACE",
+    "LIVE_SCALE",
     "SimSettings",
     "Scenario",
     "MeritSource",
     "LiveSource",
     "ArmResult",
+    "Targets",
     "simulate_arm",
     "run_block",
     "summarise",
+    "check_targets",
+    "choose",
     "default_scenarios",
     "live_edges",
 ]
@@ -175,6 +179,7 @@ class _Noise:
         self.state: np.ndarray | None = None
 
     def next(self) -> np.ndarray:
+        """The next step's noise, shape ``(runs, n_ops)``, unit variance."""
         fresh = self.rng.standard_normal(self.shape)
         if self.state is None or self.ar == 0.0:
             self.state = fresh
@@ -266,6 +271,7 @@ def live_edges(trajectory: Mapping[str, Any]) -> list[tuple[np.ndarray, np.ndarr
 
 
 def _edge_stats(records: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray] | None:
+    """One edge's per-check gradient mean and variance, (checks, n_ops) each; ``None`` without them."""
     n = len(SIM_SPACE.ops)
     mean, var = np.zeros((len(records), n)), np.zeros((len(records), n))
     for c, rec in enumerate(records):
@@ -411,6 +417,7 @@ def run_block(make_source, settings: SimSettings, cfgs: Mapping[str, StabilityCo
 
 
 def _arm_metrics(arm: Mapping[str, Sequence], argmax: np.ndarray, best: np.ndarray, budget: int) -> dict[str, float]:
+    """Correctness, agreement, decision quantiles, saving and no-preference rate of one arm's runs (%, steps)."""
     final, step = np.asarray(arm["final"]), np.asarray(arm["step"], dtype=np.float64)
     return {
         "correct": 100.0 * float(np.mean(final == best)),
