@@ -410,3 +410,32 @@ def test_miss_moves_only_the_no_preference_exit():
     # A larger miss rate gives up on noise sooner; a clear leader is shown worse-than at the same checks.
     assert np.median(checks(0.3, noise)) < np.median(checks(0.01, noise))
     assert checks(0.3, strong) == checks(0.01, strong)
+
+
+def test_policy_with_the_sequential_test_resumes_from_a_json_checkpoint():
+    from iac.config import StabilityConfig
+    from iac.nas.genotype import SearchSpace
+    from iac.nas.pruning import JSStabilityPruning
+
+    space = SearchSpace(ops=OPS, nodes=1, n_inputs=1, steps_per_node=1)
+    cfg = StabilityConfig(criterion="sequential")
+    rng = np.random.default_rng(7)
+    dists = walk(rng, 40, 0.004)
+
+    def record(n, policy):
+        ops = policy.surviving_ops(0, 0) or OPS
+        p = np.array([dists[n][OPS.index(op)] for op in ops])
+        edge = {"edge": "0->1", "ops": list(ops), "alpha": list(p / p.sum()), "beta": 1.0, "alive": True}
+        return {"check": n + 1, "epoch": 0, "arch_step": 50 * (n + 1), "archs": [{"edges": [edge]}]}
+
+    ref = JSStabilityPruning(space, cfg)
+    events = [ref.observe(record(n, ref)) for n in range(len(dists))]
+    assert ref.decided(0, 0) and ref.surviving_ops(0, 0) == (OPS[1],)
+    split = 7  # after the first cut (8 -> 3), before the last: the evidence crosses a pruning and a checkpoint
+    assert any(events[:split]) and any(events[split:])
+    part = JSStabilityPruning(space, cfg)
+    for n in range(split):
+        part.observe(record(n, part))
+    resumed = JSStabilityPruning(space, cfg)
+    resumed.load_state_dict(json.loads(json.dumps(part.state_dict())))
+    assert [resumed.observe(record(n, resumed)) for n in range(split, len(dists))] == events[split:]
