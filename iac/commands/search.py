@@ -220,7 +220,7 @@ def _run_genotype(run_id: str):
     return load_genotype(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="genotype/genotype.json"))
 
 
-def _other_full_searches(ref) -> list:
+def _other_full_searches(ref, ref_geno) -> list:
     """Genotypes of the other finished full searches of the same data, backbone and space (other seeds)."""
     import mlflow
 
@@ -231,7 +231,6 @@ def _other_full_searches(ref) -> list:
                        f"and tags.backbone = '{tags.get('backbone', '')}' and attributes.status = 'FINISHED'"),
         output_format="list",
     )
-    ref_geno = _run_genotype(ref.info.run_id)
     others = []
     for run in found:
         if run.info.run_id == ref.info.run_id or run.data.tags.get("seed") == tags.get("seed"):
@@ -251,7 +250,7 @@ def _compare_with_reference(reference_run: str, result) -> dict[str, float]:
     ref = mlflow.get_run(reference_run)
     ref_secs = ref.data.metrics.get("search_seconds")
     ref_geno = _run_genotype(reference_run)
-    others = _other_full_searches(ref)
+    others = _other_full_searches(ref, ref_geno)
     out = {
         **agreement_metrics(result.genotype, ref_geno, others),
         "genotype_equal": float(ref_geno == result.genotype),

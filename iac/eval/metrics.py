@@ -38,9 +38,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from iac.config import DEFAULT_NSD_TOLERANCE_MM  # NSD tolerance tau in mm of a structure without its own
+from iac.config import EMPTY_POLICIES  # empty-structure policies understood by :func:`structure_scores`
 
-# Empty-structure policies understood by :func:`structure_scores`.
-EMPTY_POLICIES = ("dice1_hd0", "nan")
 DEFAULT_EMPTY_POLICY = "dice1_hd0"
 # Label of the row holding the mean over the foreground classes.
 MEAN_FG_LABEL = "mean_fg"

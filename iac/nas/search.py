@@ -121,7 +121,7 @@ class SearchState:
         from iac.data.splits import split_search_halves
         from iac.train.losses import make_loss
 
-        self.cfg, self.data, self.policy, self.check_every = cfg, data, policy, cfg.check_every
+        self.cfg, self.data, self.policy = cfg, data, policy
         self.device = resolve_device(cfg.device)
         self.amp = bool(cfg.amp and self.device.type == "cuda")
         space = SearchSpace.from_config(cfg)
@@ -131,24 +131,28 @@ class SearchState:
                                     cfg.batch_size, cfg.seed, cfg.max_slices_per_epoch)
         self.supernet = SearchNetwork(unet, space, freeze_backbone=cfg.freeze_backbone).to(self.device)
         self.loss_fn = make_loss()
-        self.w_opt = make_weight_optimizer(list(self.supernet.weight_parameters()), cfg)
-        # Cosine decay of the cell-weight learning rate per step over the whole epoch budget.
-        self.schedule = make_scheduler(self.w_opt, "cosine", cfg.epochs * len(self.loaders))
         self.scaler = make_grad_scaler(self.device, self.amp)
-        self.architect = Architect.from_config(self.supernet, self.loss_fn, cfg)
+        self._build_optimizers()
         self.warmup = effective_warmup(cfg)
         self.epoch, self.arch_step, self.n_checks, self.cum_seconds = 0, 0, 0, 0.0
         self.trajectory: dict[str, Any] = {
             "schema": TRAJECTORY_SCHEMA,
             "space": space.to_dict(),
             "settings": to_dict(cfg),
-            "check_every": self.check_every,
+            "check_every": cfg.check_every,
             "warmup_epochs": self.warmup,
             "split": {"weight": w_patients, "arch": a_patients},
             "checks": [],
             "epochs": [],
             "events": [],
         }
+
+    def _build_optimizers(self) -> None:
+        """Optimisers over the supernet's current parameters (again after pruning masks are applied)."""
+        self.w_opt = make_weight_optimizer(list(self.supernet.weight_parameters()), self.cfg)
+        # Cosine decay of the cell-weight learning rate per step over the whole epoch budget.
+        self.schedule = make_scheduler(self.w_opt, "cosine", self.cfg.epochs * len(self.loaders))
+        self.architect = Architect.from_config(self.supernet, self.loss_fn, self.cfg)
 
     @property
     def all_decided(self) -> bool:
@@ -180,13 +184,10 @@ class SearchState:
             )
         self.supernet.apply_masks(state["masks"])
         self.supernet.load_state_dict(state["model"])
-        # Pruning replaced parameters: rebuild the optimisers over the survivors, then load.
-        self.w_opt = make_weight_optimizer(list(self.supernet.weight_parameters()), self.cfg)
+        self._build_optimizers()  # pruning replaced parameters: optimisers over the survivors, then load
         self.w_opt.load_state_dict(state["w_opt"])
-        self.schedule = make_scheduler(self.w_opt, "cosine", self.cfg.epochs * len(self.loaders))
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
-        self.architect = Architect.from_config(self.supernet, self.loss_fn, self.cfg)
         self.architect.load_state_dict(state["architect"])
         self.policy.load_state_dict(state["policy"])
         self.loaders.load_state_dict(state["loaders"])
@@ -231,10 +232,11 @@ def search_epoch(state: SearchState, epoch: int, progress: bool = True) -> tuple
     a_log = LossLog(epoch + 1, what="architecture loss", hint=_DIVERGED_HINT)
     arch_on = epoch >= state.warmup
     supernet.train()
-    # The derived genotype changes only with architecture steps: refreshed at checks.
-    geno = str(supernet.genotype())[:48]
+    # The derived genotype (shown in the bar) changes only with architecture steps: refreshed at checks.
+    geno = str(supernet.genotype())[:48] if progress else ""
     bar = tqdm(state.loaders, total=len(state.loaders), desc=f"search {epoch + 1}/{cfg.epochs}", leave=False,
                disable=not progress)
+    bar.set_postfix(geno=geno)
     arch_first = cfg.step_order == "arch_first"
     for w_batch, a_batch in bar:
         if arch_on and arch_first:
@@ -245,23 +247,20 @@ def search_epoch(state: SearchState, epoch: int, progress: bool = True) -> tuple
         state.schedule.step()
         if arch_on and not arch_first:
             _arch_step(state, a_batch, a_log, epoch, w_log)
-        if arch_on and state.arch_step % state.check_every == 0:
+        if progress and arch_on and state.arch_step % cfg.check_every == 0:
             geno = str(supernet.genotype())[:48]
-        bar.set_postfix(geno=geno)
+            bar.set_postfix(geno=geno)
     w_log.flush(), a_log.flush()
     return w_log, a_log
 
 
-def _arch_step(state: SearchState, batch: Mapping[str, Any], a_log: LossLog, epoch: int,
-               w_log: LossLog | None = None) -> None:
+def _arch_step(state: SearchState, batch: Mapping[str, Any], a_log: LossLog, epoch: int, w_log: LossLog) -> None:
     """One architecture step; a check (and maybe pruning) every ``check_every`` of them."""
     xa, ya = move_batch(batch, state.device)
     a_log.add(state.architect.step(xa, ya), xa.shape[0])
     state.arch_step += 1
-    if state.arch_step % state.check_every == 0:
-        a_log.flush()  # no decision rests on a diverged state
-        if w_log is not None:
-            w_log.flush()
+    if state.arch_step % state.cfg.check_every == 0:
+        a_log.flush(), w_log.flush()  # no decision rests on a diverged state
         check_and_prune(state, epoch)
 
 

@@ -16,10 +16,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from iac.config import LR_SCHEDULES
 from iac.train.device import autocast, make_grad_scaler
 from iac.train.loader import move_batch
 
-LR_SCHEDULES = ("cosine", "constant")
 # Losses are checked for NaN/Inf in groups of this many steps: one host-device
 # synchronisation per group instead of one per step (CUDA); the error still
 # names the exact step.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import CLASSES, IMAGE
 
 from iac.nas.architect import Architect
 from iac.nas.supernet import SearchNetwork
@@ -16,9 +15,10 @@ def supernet(make_unet, space):
     return SearchNetwork(make_unet(), space).train()
 
 
-def _batch(seed: int = 0):
+def _batch(seed: int = 0, size: int = 16, classes: int = 3):
+    """An image batch and labels for the tiny U-Net of tests/nas/conftest.py (1 channel, 3 classes, 16 px)."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(2, 1, IMAGE, IMAGE, generator=g), torch.randint(0, CLASSES, (2, 1, IMAGE, IMAGE), generator=g)
+    return torch.randn(2, 1, size, size, generator=g), torch.randint(0, classes, (2, 1, size, size), generator=g)
 
 
 def test_architect_step_moves_every_architecture_weight_and_no_cell_weight(supernet, single_thread):
