@@ -22,7 +22,7 @@ import pandas as pd
 
 from iac.config import StabilityConfig
 from iac.nas.agreement import agreement
-from iac.nas.genotype import Genotype, SearchSpace, discretize
+from iac.nas.genotype import Genotype, SearchSpace, discretize, edge_key
 from iac.nas.pruning import JSStabilityPruning, PruneEvent, edge_states_of
 from iac.nas.trajectory import final_genotype, trajectory_space
 
@@ -32,6 +32,7 @@ __all__ = [
     "ReplayResult",
     "replay",
     "replay_grid",
+    "decision_fidelity",
 ]
 
 
@@ -240,3 +241,71 @@ def replay_grid(
     # Nullable integers: a replay that never stops has no stop check.
     ints = ["stop_check", "stop_epoch", "stop_arch_step", "epochs_run", "epochs_total", "events", "diverged_check"]
     return grid.astype({c: "Int64" for c in ints})
+
+
+def _is_complete(record: Mapping[str, Any], space: SearchSpace) -> bool:
+    """Whether a check records every operation of every edge, all alive (a full search's check)."""
+    return all(
+        tuple(e["ops"]) == tuple(space.ops) and e.get("alive", True) for arch in record["archs"] for e in arch["edges"]
+    )
+
+
+def decision_fidelity(
+    trajectory: Mapping[str, Any], cfg: StabilityConfig | None = None, space: SearchSpace | None = None
+) -> pd.DataFrame:
+    """Every decision of a replayed IAC-LTH next to what the full search's complete record says at that check.
+
+    Replays the policy on a full-search trajectory (as :func:`replay`) and, at
+    each pruning event, compares what it keeps with the full search's view of
+    the same check, where every operation kept training (the pruned ones were
+    not frozen, unlike in a live IAC-LTH search):
+
+    - ``edges`` events: the kept edges against the edges :func:`discretize`
+      of the complete record keeps for that node;
+    - ``ops`` events: whether the complete record's strongest non-``none``
+      operation of the edge is among the kept operations (for a final
+      one-operation decision: whether it is that operation).
+
+    Args:
+        trajectory: A full-search trajectory dict (every check complete).
+        cfg: Stability settings (default: :class:`StabilityConfig`).
+        space: Its search space (default: the trajectory's).
+
+    Returns:
+        One row per event: ``check``, ``epoch``, ``arch``, ``kind``, ``target``
+        (edge key or node), ``n_kept``, ``kept``, ``full_view`` (what the
+        complete record keeps or prefers) and ``agree``.
+
+    Raises:
+        ValueError: A check of the trajectory is not complete (it was pruned live).
+    """
+    space = space or trajectory_space(trajectory)
+    cfg = cfg or StabilityConfig()
+    order = list(space.ops)
+    policy = JSStabilityPruning(space, cfg)
+    rows = []
+    for rec in trajectory["checks"]:
+        if not _is_complete(rec, space):
+            raise ValueError(
+                f"check {rec.get('check')} does not record every operation of every edge: decision_fidelity needs "
+                "a full-search trajectory (a live IAC-LTH trajectory has no complete record to compare with)"
+            )
+        events = policy.observe(restrict_check(rec, policy))
+        for ev in events:
+            states = edge_states_of(space, rec["archs"][ev.arch])
+            if ev.kind == "edges":
+                cell = discretize(space, states)
+                full = tuple(sorted(edge_key(src, ev.node) for _, src in cell.nodes[ev.node - space.n_inputs]))
+                kept = tuple(sorted(ev.kept))
+                target, agree = str(ev.node), kept == full
+            else:
+                best = states[ev.edge_index].strongest(order)
+                full = (best[0],) if best else ()
+                kept = tuple(ev.kept)
+                target, agree = ev.edge, bool(full) and full[0] in kept
+            rows.append({"check": ev.check, "epoch": ev.epoch, "arch": ev.arch, "kind": ev.kind, "target": target,
+                         "n_kept": len(kept), "kept": ",".join(kept), "full_view": ",".join(full), "agree": agree})
+        if policy.all_decided:
+            break
+    columns = ["check", "epoch", "arch", "kind", "target", "n_kept", "kept", "full_view", "agree"]
+    return pd.DataFrame(rows, columns=columns)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import replace
 
@@ -12,7 +13,7 @@ from trajectorykit import CFG, CHECKS_PER_EPOCH, KEYS, OPS, SPACE, Logits, full_
 
 from iac.nas.analysis import consecutive_js
 from iac.nas.pruning import JSStabilityPruning
-from iac.nas.replay import ReplayDiverged, replay, replay_grid, restrict_check
+from iac.nas.replay import ReplayDiverged, decision_fidelity, replay, replay_grid, restrict_check
 from iac.nas.trajectory import final_genotype
 
 
@@ -118,3 +119,33 @@ def test_replay_grid():
     assert row["stop_epoch"] == res.stop_epoch and row["genotype_equal"] == (res.genotype == final_genotype(full))
     with pytest.raises(ValueError, match="taus"):
         replay_grid(full, [], [1], [1])
+
+
+def test_decision_fidelity_agrees_on_still_logits_and_flags_a_pruned_operation_that_overtakes():
+    # Logits that reach their targets at once: the survivors' view times their mass is the complete record.
+    traj = full_trajectory(Logits(seed=3, time_constant=1e-3), n_checks=40)
+    table = decision_fidelity(traj, CFG)
+    assert {"ops", "edges"} <= set(table["kind"]) and table["agree"].all()
+    # After the first operation pruning, one removed operation keeps training in the full search and overtakes:
+    # IAC-LTH decides as before (the survivors' softmax is unchanged), the full search now prefers the removed one.
+    first = table[(table["kind"] == "ops") & (table["n_kept"] > 1)].iloc[0]
+    removed = next(op for op in OPS if op != "none" and op not in first["kept"].split(","))
+    boosted = copy.deepcopy(traj)
+    for rec in boosted["checks"]:
+        if rec["check"] > first["check"]:
+            edge = rec["archs"][0]["edges"][KEYS.index(first["target"])]
+            logits = np.log(edge["alpha"])
+            logits[OPS.index(removed)] += 10.0
+            edge["alpha"] = [float(x) for x in np.exp(logits) / np.exp(logits).sum()]
+    after = decision_fidelity(boosted, CFG)
+    columns = ["check", "kind", "target", "kept"]
+    pd.testing.assert_frame_equal(after[columns], table[columns])
+    later = after[(after["check"] > first["check"]) & (after["target"] == first["target"])]
+    assert len(later) and not later["agree"].any()
+    assert (later["full_view"] == removed).all()
+
+
+def test_decision_fidelity_refuses_a_pruned_trajectory():
+    traj, *_ = live_trajectory(Logits(seed=0), CFG, n_checks=40)
+    with pytest.raises(ValueError, match="full-search trajectory"):
+        decision_fidelity(traj, CFG)
