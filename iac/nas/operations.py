@@ -116,16 +116,21 @@ class _DepthwiseConv2d(torch.autograd.Function):
         pad, dil = ctx.padding, ctx.dilation
         b, c = x.shape[:2]
         k = weight.shape[-1]
+        # Under autocast the forward ran in a lower precision than the saved
+        # float32 x and weight, and the backward runs outside autocast: compute
+        # in the output gradient's dtype, return each gradient in its input's.
+        dt = grad.dtype
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
             grad_x = F.conv2d(
-                _dw_layout(grad, k), weight.flip(-1, -2), padding=pad, dilation=dil, groups=c
-            ).contiguous()
+                _dw_layout(grad, k), weight.flip(-1, -2).to(dt), padding=pad, dilation=dil, groups=c
+            ).contiguous().to(x.dtype)
         if ctx.needs_input_grad[1]:
-            xp = F.pad(x.contiguous(), (pad, pad, pad, pad))
+            xp = F.pad(x.to(dt).contiguous(), (pad, pad, pad, pad))
             inp = xp.transpose(0, 1).reshape(1, c * b, *xp.shape[2:])
             ker = grad.transpose(0, 1).reshape(c * b, 1, *grad.shape[2:])
             grad_w = F.conv2d(inp, ker, stride=dil, groups=c * b).view(c, b, k, k).sum(1).unsqueeze(1)
+            grad_w = grad_w.to(weight.dtype)
         return grad_x, grad_w, None, None
 
 
