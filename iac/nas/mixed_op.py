@@ -273,9 +273,9 @@ def source_node_outputs(
         if len(idx) == n:
             out = term if out is None else out + term
         else:
-            if out is None:
-                out = xs.new_zeros((xs.shape[0], n, *xs.shape[1:]))
-            out = out.index_add(1, torch.tensor(idx, device=x.device), term)
+            if out is None:  # in the terms' dtype: under autocast it may differ from the input's
+                out = term.new_zeros((xs.shape[0], n, *xs.shape[1:]))
+            out = out.index_add(1, torch.tensor(idx, device=x.device), term.to(out.dtype))
     if out is None:  # only `none` survives on every edge
         out = xs.new_zeros((xs.shape[0], n, *xs.shape[1:]))
     return out

@@ -180,3 +180,39 @@ def test_mixed_op_forward_still_matches_reference():
     x = torch.randn(2, 8, 6, 6)
     w = torch.softmax(torch.randn(len(DARTS_OPS)), 0)
     assert torch.allclose(op(x, w), _ref_mixed(ref, x, w), **TOL)
+
+
+@pytest.mark.parametrize("prune", [False, True])
+def test_search_cell_under_autocast_is_as_accurate_as_plain_modules(prune):
+    """Mixed precision (CPU bfloat16 here; float16 on CUDA) runs through every fast path, pruned edges too,
+    keeps float32 gradients, and loses no more precision than the plain modules under the same autocast."""
+    space = SearchSpace(cell_channels=8, k=4, nodes=3)
+    cell, op_w, edge_w = _cell_case(space, prune)
+    ref_amp, ref = copy.deepcopy(cell), copy.deepcopy(cell)
+    skip = torch.randn(3, 6, 8, 8, requires_grad=True)
+    up = torch.randn(3, 5, 8, 8)
+    g = torch.randn(3, 6, 8, 8, generator=torch.Generator().manual_seed(2))
+    arch = [t for t in (*op_w, *edge_w) if t is not None]
+
+    def run(fn, module, amp):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            y = fn(module, skip, up, op_w, edge_w)
+        grads = torch.autograd.grad((y.float() * g).sum(), [skip, *arch, *module.parameters()], allow_unused=True)
+        return y, grads
+
+    y, grads = run(lambda m, *a: m(*a), cell, True)
+    y_ref_amp, ref_amp_grads = run(_ref_cell, ref_amp, True)
+    y_ref, ref_grads = run(_ref_cell, ref, False)
+    assert y.dtype == y_ref_amp.dtype == torch.bfloat16
+
+    def rel(a, b):
+        return float((a.float() - b).norm() / b.norm())
+
+    assert rel(y, y_ref) <= 1.5 * rel(y_ref_amp, y_ref) + 0.01
+    for a, t in zip(grads, [skip, *arch, *cell.parameters()]):
+        assert a is None or (a.dtype == t.dtype == torch.float32 and torch.isfinite(a).all())
+    kept = [i for i, b in enumerate(ref_grads) if b is not None]
+    fast = torch.cat([grads[i].flatten() for i in kept])
+    plain_amp = torch.cat([ref_amp_grads[i].flatten() for i in kept])
+    exact = torch.cat([ref_grads[i].flatten() for i in kept])
+    assert rel(fast, exact) <= 1.5 * rel(plain_amp, exact) + 0.01, (rel(fast, exact), rel(plain_amp, exact))
