@@ -216,3 +216,27 @@ def test_search_cell_under_autocast_is_as_accurate_as_plain_modules(prune):
     plain_amp = torch.cat([ref_amp_grads[i].flatten() for i in kept])
     exact = torch.cat([ref_grads[i].flatten() for i in kept])
     assert rel(fast, exact) <= 1.5 * rel(plain_amp, exact) + 0.01, (rel(fast, exact), rel(plain_amp, exact))
+
+
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("momentum", [0.1, None])  # None: cumulative average, the per-module fallback
+def test_batch_norm_group_scale_is_the_weight_times_each_norm(n, train, momentum):
+    from iac.nas.mixed_op import batch_norm_group
+
+    torch.manual_seed(0)
+    bns = [torch.nn.BatchNorm2d(4, affine=False, momentum=momentum).train(train) for _ in range(n)]
+    for bn in bns:
+        bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2)
+    refs = copy.deepcopy(bns)
+    x = torch.randn(5, 4 * n, 6, 6, requires_grad=True)
+    scale = torch.rand(n, requires_grad=True)
+    y = batch_norm_group(x, bns, scale=scale)
+    y_ref = torch.cat([scale[m] * bn(part) for m, (bn, part) in enumerate(zip(refs, x.chunk(n, 1)))], 1)
+    assert torch.allclose(y, y_ref, **TOL)
+    g = torch.randn_like(y)
+    for a, b in zip(torch.autograd.grad(y, (x, scale), g), torch.autograd.grad(y_ref, (x, scale), g)):
+        assert torch.allclose(a, b, **TOL)
+    for bn, ref in zip(bns, refs):
+        for k, v in bn.state_dict().items():
+            assert torch.allclose(v.float(), ref.state_dict()[k].float(), **TOL), k
