@@ -213,12 +213,17 @@ def batch_norm_group(
     return y
 
 
-def _grouped_dw_pw(x: torch.Tensor, dws: Sequence[nn.Module], pws: Sequence[nn.Module]) -> torch.Tensor:
-    """Per group ``g`` of ``c`` channels of ``x`` (B, n*c, *S): ``pws[g](dws[g](x_g))``, concatenated."""
+def _grouped_dw_pw(
+    x: torch.Tensor, dws: Sequence[nn.Module], pws: Sequence[nn.Module], shared: bool = False
+) -> torch.Tensor:
+    """Per group ``g`` of ``c`` channels of ``x`` (B, n*c, *S): ``pws[g](dws[g](x_g))``, concatenated.
+
+    With ``shared``, ``x`` is (B, c, *S), the same input for every group.
+    """
     n = len(dws)
     dw = dws[0]
     w = torch.cat([m.weight for m in dws]) if n > 1 else dw.weight
-    h = depthwise(x, w, dw.padding[0], dw.dilation[0])  # (B, n*c, *S)
+    h = depthwise(x, w, dw.padding[0], dw.dilation[0], repeats=n if shared else 1)  # (B, n*c, *S)
     b, spatial = h.shape[0], h.shape[2:]
     pw = torch.stack([m.weight.flatten(1) for m in pws])  # (n, c, c)
     h = torch.einsum("eoi,bein->beon", pw, h.reshape(b, n, pw.shape[2], -1))
@@ -231,14 +236,12 @@ def _conv_ops(r: torch.Tensor, ops: Sequence[nn.Module], scale: torch.Tensor | N
     Each op ends in a non-affine norm, so its weight ``scale[m]`` (None: 1)
     is that norm's affine scale (:func:`batch_norm_group`).
     """
-    n = len(ops)
-    x = r.repeat(1, n, *([1] * (r.dim() - 2))) if n > 1 else r
     if isinstance(ops[0], SepConv):
-        h = _grouped_dw_pw(x, [op.dw1 for op in ops], [op.pw1 for op in ops])
+        h = _grouped_dw_pw(r, [op.dw1 for op in ops], [op.pw1 for op in ops], shared=True)
         h = torch.relu(batch_norm_group(h, [op.bn1 for op in ops]))
         h = _grouped_dw_pw(h, [op.dw2 for op in ops], [op.pw2 for op in ops])
         return batch_norm_group(h, [op.bn2 for op in ops], scale=scale)
-    h = _grouped_dw_pw(x, [op.dw for op in ops], [op.pw for op in ops])
+    h = _grouped_dw_pw(r, [op.dw for op in ops], [op.pw for op in ops], shared=True)
     return batch_norm_group(h, [op.bn for op in ops], scale=scale)
 
 

@@ -64,16 +64,17 @@ def _buffers(module):
     return {k: v.clone() for k, v in module.state_dict().items() if "running" in k or "num_batches" in k}
 
 
+@pytest.mark.parametrize("repeats", [1, 3])
 @pytest.mark.parametrize("k,d", [(3, 1), (5, 1), (3, 2), (5, 2)])
-def test_depthwise_matches_conv2d(k, d):
+def test_depthwise_matches_conv2d(k, d, repeats):
     torch.manual_seed(0)
     x = torch.randn(3, 5, 9, 8, requires_grad=True)
-    w = torch.randn(5, 1, k, k, requires_grad=True)
+    w = torch.randn(5 * repeats, 1, k, k, requires_grad=True)
     pad = d * (k - 1) // 2
-    g = torch.randn(3, 5, 9, 8)
-    ref = F.conv2d(x, w, padding=pad, dilation=d, groups=5)
+    g = torch.randn(3, 5 * repeats, 9, 8)
+    ref = F.conv2d(x.repeat(1, repeats, 1, 1), w, padding=pad, dilation=d, groups=5 * repeats)
     ref_grads = torch.autograd.grad(ref, (x, w), g)
-    out = depthwise(x, w, pad, d)
+    out = depthwise(x, w, pad, d, repeats=repeats)
     grads = torch.autograd.grad(out, (x, w), g)
     assert torch.allclose(out, ref, **TOL)
     for a, b in zip(grads, ref_grads):
