@@ -7,7 +7,7 @@ Usage (from the project root)::
 Each variant runs in a fresh process (so peaks do not mix) that builds the
 model, runs one forward and backward pass of a batch, and reports the growth
 of its peak resident set size over the state right after building the model
-(CPU), or ``torch.cuda.max_memory_allocated`` on a GPU. Prints a Markdown
+(CPU; the peak is reset there through ``/proc/self/clear_refs`` on Linux), or ``torch.cuda.max_memory_allocated`` on a GPU. Prints a Markdown
 table; the figures go to ``docs/benchmarks.md``.
 """
 
@@ -21,6 +21,35 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("plain", "supernet-all", "supernet-1op")
+
+
+_PEAK_RESET = False
+
+
+def _status_bytes(key: str) -> int | None:
+    """``key`` (e.g. VmRSS, VmHWM) of /proc/self/status in bytes; None where there is no /proc."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the process's peak resident set to the current one (Linux ``clear_refs`` 5).
+
+    ``ru_maxrss`` cannot be used in a child of a large process: Linux keeps the
+    parent's peak across ``exec``, so the growth would read as zero.
+    """
+    global _PEAK_RESET
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    _PEAK_RESET = _status_bytes("VmHWM") is not None
+    return _PEAK_RESET
 
 
 def _child(variant: str, size: int, batch: int, k: int, device: str) -> dict:
@@ -50,11 +79,15 @@ def _child(variant: str, size: int, batch: int, k: int, device: str) -> dict:
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    else:
+    elif _reset_peak_rss():  # Linux: the peak of this process's own memory, from here on
+        base = _status_bytes("VmRSS")
+    else:  # ru_maxrss: also counts a parent's peak inherited across exec
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     model(x).mean().backward()
     if device.startswith("cuda"):
         peak = torch.cuda.max_memory_allocated() - base
+    elif _status_bytes("VmHWM") is not None and _PEAK_RESET:
+        peak = _status_bytes("VmHWM") - base
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
     return {"variant": variant, "peak_mib": peak / 2**20}

@@ -11,28 +11,41 @@ forward and backward pass for:
 - ``supernet-decided``: one operation per edge and ``steps_per_node`` edges per
   node, the state an IAC-LTH search ends in;
 
-and prints each one's parameter count and its ratio to ``plain``.
+at every ``--sizes`` (default 32 and 64 px), with the arms interleaved (one
+step of each per round, the order reversed every other round) so that the
+ratios to ``plain`` come from one run under the same load. It then measures
+what autograd saves for the backward pass of one step of each model (exact,
+in process), and the peak memory of one step of ``plain``, ``supernet-all``
+and ``supernet-1op`` at each size, each in a fresh process
+(``benchmarks/search_memory.py``: growth of the peak resident set on CPU,
+``torch.cuda.max_memory_allocated`` on a GPU), and prints one table.
 
 Usage::
 
-    python benchmarks/supernet_bench.py [--size 64] [--batch 16] [--k 4] [--profile]
+    python benchmarks/supernet_bench.py [--sizes 32 64] [--batch 16] [--k 4] [--profile] [--json out.json]
 
-On shared CPU cores, pin one thread and repeat the run (take the median)::
+The figures in ``docs/benchmarks.md`` come from one thread on idle cores::
 
-    python benchmarks/supernet_bench.py --threads 1 --repeats 5 --size 64
+    python benchmarks/supernet_bench.py --threads 1 --repeats 5
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 from iac.config import SearchConfig
 from iac.models import create_backbone
 from iac.nas import SearchNetwork, SearchSpace
+
+MEMORY_SCRIPT = Path(__file__).resolve().parent / "search_memory.py"
 
 
 def step_time(model: torch.nn.Module, x: torch.Tensor, params: list[torch.nn.Parameter], repeats: int) -> float:
@@ -69,12 +82,65 @@ def prune_one_op(net: SearchNetwork, decide_edges: bool) -> None:
                 net.prune_edges(arch, j, net.space.node_edges(j)[: net.space.steps_per_node])
 
 
+def interleaved_times(models: dict[str, tuple[torch.nn.Module, list]], x: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Median seconds of one step of each model, the arms interleaved (order reversed every other round)."""
+    names = list(models)
+    for name in names:  # two warm-up steps each
+        for _ in range(2):
+            models[name][0](x).float().mean().backward()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
+            model, params = models[name]
+            for p in params:
+                p.grad = None
+            t0 = time.perf_counter()
+            model(x).float().mean().backward()
+            if x.is_cuda:
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def saved_mib(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """MiB of the distinct storages autograd saves for the backward pass of one step.
+
+    What a step holds at the turn from forward to backward, counted exactly
+    (whatever the allocator or the load), so it also resolves small inputs
+    where the resident-set growth of ``search_memory.py`` is zero.
+    """
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = model(x).float().mean()
+    loss.backward()
+    return sum(seen.values()) / 2**20
+
+
+def peak_memory(size: int, args: argparse.Namespace) -> dict[str, float]:
+    """Peak step memory (MiB) per variant of ``search_memory.py``, each in a fresh process."""
+    out = {}
+    for variant in ("plain", "supernet-all", "supernet-1op"):
+        res = subprocess.run(
+            [sys.executable, str(MEMORY_SCRIPT), "--child", variant, "--size", str(size), "--batch", str(args.batch),
+             "--k", str(args.k), "--device", args.device],
+            capture_output=True, text=True, check=True,
+        )
+        out[variant] = json.loads(res.stdout.strip().splitlines()[-1])["peak_mib"]
+    return out
+
+
 def main() -> None:
     defaults = SearchConfig()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backbone", default=defaults.backbone.name)
     parser.add_argument("--preset", default=defaults.backbone.preset)
-    parser.add_argument("--size", type=int, default=64, help="square input side")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64], help="square input sides")
     parser.add_argument("--batch", type=int, default=defaults.batch_size)
     parser.add_argument("--classes", type=int, default=4)
     parser.add_argument("--k", type=int, default=defaults.k)
@@ -85,6 +151,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="intra-op CPU threads (default: torch's)")
     parser.add_argument("--profile", action="store_true", help="print the top operators of the full supernet")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
 
     if args.threads:
@@ -92,38 +160,58 @@ def main() -> None:
     space = SearchSpace.from_config(defaults)
     space = SearchSpace(**{**space.to_dict(), "k": args.k, "nodes": args.nodes, "cell_channels": args.cell_channels})
     device = torch.device(args.device)
-    x = torch.randn(args.batch, 1, args.size, args.size, device=device)
-    print(f"device={device} threads={torch.get_num_threads()} input={tuple(x.shape)} space={space.to_dict()}")
+    print(f"device={device} threads={torch.get_num_threads()} batch={args.batch} sizes={args.sizes} "
+          f"repeats={args.repeats} space={space.to_dict()}")
 
     plain, supernet = build(args, space)
-    plain.to(device).train()
-    supernet.to(device).train()
-    rows = [("plain", plain, list(plain.parameters()), sum(p.numel() for p in plain.parameters()))]
-    trainable = supernet.weight_parameters() + supernet.arch_parameters()
-    rows.append(("supernet-all", supernet, trainable, supernet.param_count()))
+    models: dict[str, tuple[torch.nn.Module, list]] = {
+        "plain": (plain, list(plain.parameters())),
+        "supernet-all": (supernet, supernet.weight_parameters() + supernet.arch_parameters()),
+    }
+    counts = {"plain": sum(p.numel() for p in plain.parameters()), "supernet-all": supernet.param_count()}
+    for label, decide in (("supernet-1op", False), ("supernet-decided", True)):
+        _, pruned = build(args, space)
+        prune_one_op(pruned, decide)
+        models[label] = (pruned, pruned.weight_parameters() + pruned.arch_parameters())
+        counts[label] = pruned.param_count()
+    for model, _ in models.values():
+        model.to(device).train()
 
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
+        x = torch.randn(args.batch, 1, args.sizes[-1], args.sizes[-1], device=device)
+        trainable = models["supernet-all"][1]
         step_time(supernet, x, trainable, 1)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             supernet(x).mean().backward()
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
 
-    results = {}
-    for name, model, params, count in rows:
-        results[name] = (step_time(model, x, params, args.repeats), count)
-    for label, decide in (("supernet-1op", False), ("supernet-decided", True)):
-        _, pruned = build(args, space)
-        prune_one_op(pruned, decide)
-        pruned.to(device).train()
-        params = pruned.weight_parameters() + pruned.arch_parameters()
-        results[label] = (step_time(pruned, x, params, args.repeats), pruned.param_count())
+    results = []
+    for size in args.sizes:
+        x = torch.randn(args.batch, 1, size, size, device=device)
+        times = interleaved_times(models, x, args.repeats)
+        saved = {name: saved_mib(model, x) for name, (model, _) in models.items()}
+        memory = {} if args.no_memory else peak_memory(size, args)
+        for name, seconds in times.items():
+            row = {"size": size, "model": name, "ms": seconds * 1e3, "x_plain": seconds / times["plain"],
+                   "params": counts[name], "saved_mib": saved[name], "x_plain_saved": saved[name] / saved["plain"],
+                   "peak_mib": memory.get(name), "x_plain_peak": None}
+            if row["peak_mib"] is not None and memory["plain"] > 0:  # 0: below the resident set's resolution
+                row["x_plain_peak"] = row["peak_mib"] / memory["plain"]
+            results.append(row)
 
-    base = results["plain"][0]
-    print(f"{'model':<18}{'ms/batch':>10}{'x plain':>9}{'params':>10}")
-    for name, (seconds, count) in results.items():
-        print(f"{name:<18}{seconds * 1e3:>10.1f}{seconds / base:>9.2f}{count:>10d}")
+    def num(v, fmt):
+        return format(v, fmt) if v is not None else "-"
+
+    print("| px | model | ms/batch | x plain | params | saved for backward MiB | x plain | peak step MiB | x plain |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        print(f"| {r['size']} | {r['model']} | {r['ms']:.1f} | {r['x_plain']:.2f} | {r['params']} | "
+              f"{r['saved_mib']:.0f} | {r['x_plain_saved']:.2f} | {num(r['peak_mib'], '.0f')} | "
+              f"{num(r['x_plain_peak'], '.2f')} |")
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": results}, indent=2))
 
 
 if __name__ == "__main__":

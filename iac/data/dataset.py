@@ -7,13 +7,14 @@ dictionary transforms) is chosen by the trainer and handed in as a callable.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from iac.data.store import PreparedDataset
+if TYPE_CHECKING:  # only for annotations: the slice reader needs no SimpleITK (store -> preprocess)
+    from iac.data.store import PreparedDataset
 
 
 class SliceDataset(Dataset):

@@ -149,7 +149,9 @@ def _shared_norm_ok(bns: Sequence[nn.Module]) -> bool:
     )
 
 
-def batch_norm_group(x: torch.Tensor, bns: Sequence[nn.Module], shared: bool = False) -> torch.Tensor:
+def batch_norm_group(
+    x: torch.Tensor, bns: Sequence[nn.Module], shared: bool = False, scale: torch.Tensor | None = None
+) -> torch.Tensor:
     """Apply non-affine BatchNorms ``bns`` (each over ``c`` channels) at once.
 
     Args:
@@ -158,23 +160,34 @@ def batch_norm_group(x: torch.Tensor, bns: Sequence[nn.Module], shared: bool = F
         bns: the modules; their running statistics are updated as if each had
             been called on its own input.
         shared: every module normalises the same ``x``.
+        scale: optional (n,) factors, module ``m``'s output times ``scale[m]``
+            (not with ``shared``). They are the norm's affine weight in one
+            call, so the product is neither a separate pass nor a saved
+            tensor; equal to ``scale[m] * bn_m(x_m)`` up to float rounding.
 
     Returns:
         (B, n*c, *S); with ``shared`` in training mode (batch statistics, the
         same output for every module) just (B, c, *S).
     """
     n = len(bns)
+    if shared and scale is not None:
+        raise ValueError("batch_norm_group: `scale` applies to separate inputs, not a shared one")
     if not _shared_norm_ok(bns):  # unusual settings: one call per module
         parts = [x] * n if shared else x.chunk(n, dim=1)
+        if scale is not None:
+            return torch.cat([scale[m] * bn(part) for m, (bn, part) in enumerate(zip(bns, parts))], dim=1)
         return torch.cat([bn(part) for bn, part in zip(bns, parts)], dim=1)
     first = bns[0]
     momentum, eps = first.momentum, first.eps
+    weight = None
+    if scale is not None:  # (n,) -> (n*c,): one factor per channel of its module
+        weight = scale.to(first.running_mean.dtype).repeat_interleave(x.shape[1] // n)
     if not first.training:  # running statistics, per module
         if shared and n > 1:
             x = x.repeat(1, n, *([1] * (x.dim() - 2)))
         mean = torch.cat([bn.running_mean for bn in bns]) if n > 1 else first.running_mean
         var = torch.cat([bn.running_var for bn in bns]) if n > 1 else first.running_var
-        return F.batch_norm(x, mean, var, None, None, False, 0.0, eps)
+        return F.batch_norm(x, mean, var, weight, None, False, 0.0, eps)
     if shared:
         c = x.shape[1]
         # momentum 1: the buffers receive this batch's mean and unbiased variance.
@@ -187,11 +200,11 @@ def batch_norm_group(x: torch.Tensor, bns: Sequence[nn.Module], shared: bool = F
                 bn.running_var.mul_(1 - momentum).add_(var, alpha=momentum)
                 bn.num_batches_tracked.add_(1)
         return y
-    if n == 1:
+    if n == 1 and weight is None:
         return first(x)
-    mean = torch.cat([bn.running_mean for bn in bns])
-    var = torch.cat([bn.running_var for bn in bns])
-    y = F.batch_norm(x, mean, var, None, None, True, momentum, eps)
+    mean = torch.cat([bn.running_mean for bn in bns]) if n > 1 else first.running_mean.clone()
+    var = torch.cat([bn.running_var for bn in bns]) if n > 1 else first.running_var.clone()
+    y = F.batch_norm(x, mean, var, weight, None, True, momentum, eps)
     with torch.no_grad():
         for bn, m, v in zip(bns, mean.chunk(n), var.chunk(n)):
             bn.running_mean.copy_(m)
@@ -200,29 +213,36 @@ def batch_norm_group(x: torch.Tensor, bns: Sequence[nn.Module], shared: bool = F
     return y
 
 
-def _grouped_dw_pw(x: torch.Tensor, dws: Sequence[nn.Module], pws: Sequence[nn.Module]) -> torch.Tensor:
-    """Per group ``g`` of ``c`` channels of ``x`` (B, n*c, *S): ``pws[g](dws[g](x_g))``, concatenated."""
+def _grouped_dw_pw(
+    x: torch.Tensor, dws: Sequence[nn.Module], pws: Sequence[nn.Module], shared: bool = False
+) -> torch.Tensor:
+    """Per group ``g`` of ``c`` channels of ``x`` (B, n*c, *S): ``pws[g](dws[g](x_g))``, concatenated.
+
+    With ``shared``, ``x`` is (B, c, *S), the same input for every group.
+    """
     n = len(dws)
     dw = dws[0]
     w = torch.cat([m.weight for m in dws]) if n > 1 else dw.weight
-    h = depthwise(x, w, dw.padding[0], dw.dilation[0])  # (B, n*c, *S)
+    h = depthwise(x, w, dw.padding[0], dw.dilation[0], repeats=n if shared else 1)  # (B, n*c, *S)
     b, spatial = h.shape[0], h.shape[2:]
     pw = torch.stack([m.weight.flatten(1) for m in pws])  # (n, c, c)
     h = torch.einsum("eoi,bein->beon", pw, h.reshape(b, n, pw.shape[2], -1))
     return h.reshape(b, n * pw.shape[1], *spatial)
 
 
-def _conv_ops(r: torch.Tensor, ops: Sequence[nn.Module]) -> torch.Tensor:
-    """``op.forward_activated(r)`` of every op (all SepConv or all DilConv of one size): (B, n*c, *S)."""
-    n = len(ops)
-    x = r.repeat(1, n, *([1] * (r.dim() - 2))) if n > 1 else r
+def _conv_ops(r: torch.Tensor, ops: Sequence[nn.Module], scale: torch.Tensor | None = None) -> torch.Tensor:
+    """``scale[m] * ops[m].forward_activated(r)`` of every op (all SepConv or all DilConv of one size): (B, n*c, *S).
+
+    Each op ends in a non-affine norm, so its weight ``scale[m]`` (None: 1)
+    is that norm's affine scale (:func:`batch_norm_group`).
+    """
     if isinstance(ops[0], SepConv):
-        h = _grouped_dw_pw(x, [op.dw1 for op in ops], [op.pw1 for op in ops])
+        h = _grouped_dw_pw(r, [op.dw1 for op in ops], [op.pw1 for op in ops], shared=True)
         h = torch.relu(batch_norm_group(h, [op.bn1 for op in ops]))
         h = _grouped_dw_pw(h, [op.dw2 for op in ops], [op.pw2 for op in ops])
-        return batch_norm_group(h, [op.bn2 for op in ops])
-    h = _grouped_dw_pw(x, [op.dw for op in ops], [op.pw for op in ops])
-    return batch_norm_group(h, [op.bn for op in ops])
+        return batch_norm_group(h, [op.bn2 for op in ops], scale=scale)
+    h = _grouped_dw_pw(r, [op.dw for op in ops], [op.pw for op in ops], shared=True)
+    return batch_norm_group(h, [op.bn for op in ops], scale=scale)
 
 
 def source_node_outputs(
@@ -266,16 +286,18 @@ def source_node_outputs(
         elif isinstance(mods[0], (SepConv, DilConv)):
             if relu is None:
                 relu = torch.relu(xs)
-            y = _conv_ops(relu, mods).unflatten(1, (len(idx), c))
+            y = _conv_ops(relu, mods, scale=coef).unflatten(1, (len(idx), c))  # weighted already
+            coef = None
         else:  # an operation without a batched form
             y = torch.stack([op(xs) for op in mods], dim=1)
-        term = coef.view(1, -1, *([1] * (y.dim() - 2))) * y  # (B, len(idx), c, *S)
+        term = y if coef is None else coef.view(1, -1, *([1] * (y.dim() - 2))) * y  # (B, len(idx), c, *S)
         if len(idx) == n:
-            out = term if out is None else out + term
+            # In place: `out` is a sum no backward reads (norm outputs and products are not saved).
+            out = term if out is None else out.add_(term)
         else:
-            if out is None:
-                out = xs.new_zeros((xs.shape[0], n, *xs.shape[1:]))
-            out = out.index_add(1, torch.tensor(idx, device=x.device), term)
+            if out is None:  # in the terms' dtype: under autocast it may differ from the input's
+                out = term.new_zeros((xs.shape[0], n, *xs.shape[1:]))
+            out = out.index_add(1, torch.tensor(idx, device=x.device), term.to(out.dtype))
     if out is None:  # only `none` survives on every edge
         out = xs.new_zeros((xs.shape[0], n, *xs.shape[1:]))
     return out

@@ -100,46 +100,65 @@ class _DepthwiseConv2d(torch.autograd.Function):
       the output gradient, i.e. a depthwise conv over (channel, sample) pairs
       with the output gradient as a (H, W) kernel and the dilation as stride,
       then summed over the samples.
+
+    With ``repeats`` n > 1 the conv runs on ``x.repeat(1, n, 1, 1)`` (one copy
+    per edge of a node) but only ``x`` is saved: the copy is made again in the
+    backward pass, and the input gradient is summed over the copies.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, padding: int, dilation: int) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, padding: int, dilation: int,
+                repeats: int = 1) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
-        ctx.padding, ctx.dilation = padding, dilation
+        ctx.padding, ctx.dilation, ctx.repeats = padding, dilation, repeats
         k = weight.shape[-1]
-        y = F.conv2d(_dw_layout(x, k), weight, padding=padding, dilation=dilation, groups=x.shape[1])
+        xr = x.repeat(1, repeats, 1, 1) if repeats > 1 else x
+        y = F.conv2d(_dw_layout(xr, k), weight, padding=padding, dilation=dilation, groups=weight.shape[0])
         return y.contiguous()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
-        pad, dil = ctx.padding, ctx.dilation
-        b, c = x.shape[:2]
+        pad, dil, n = ctx.padding, ctx.dilation, ctx.repeats
+        b, c = x.shape[0], weight.shape[0]  # c: channels of the (repeated) input
         k = weight.shape[-1]
+        # Under autocast the forward ran in a lower precision than the saved
+        # float32 x and weight, and the backward runs outside autocast: compute
+        # in the output gradient's dtype, return each gradient in its input's.
+        dt = grad.dtype
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
             grad_x = F.conv2d(
-                _dw_layout(grad, k), weight.flip(-1, -2), padding=pad, dilation=dil, groups=c
+                _dw_layout(grad, k), weight.flip(-1, -2).to(dt), padding=pad, dilation=dil, groups=c
             ).contiguous()
+            if n > 1:  # (B, n*C, *S) -> (B, C, *S): the copies' gradients add up
+                grad_x = grad_x.view(b, n, c // n, *grad_x.shape[2:]).sum(1)
+            grad_x = grad_x.to(x.dtype)
         if ctx.needs_input_grad[1]:
-            xp = F.pad(x.contiguous(), (pad, pad, pad, pad))
+            xr = x.repeat(1, n, 1, 1) if n > 1 else x
+            xp = F.pad(xr.to(dt).contiguous(), (pad, pad, pad, pad))
             inp = xp.transpose(0, 1).reshape(1, c * b, *xp.shape[2:])
             ker = grad.transpose(0, 1).reshape(c * b, 1, *grad.shape[2:])
             grad_w = F.conv2d(inp, ker, stride=dil, groups=c * b).view(c, b, k, k).sum(1).unsqueeze(1)
-        return grad_x, grad_w, None, None
+            grad_w = grad_w.to(weight.dtype)
+        return grad_x, grad_w, None, None, None
 
 
 _CONV_FN = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}
 
 
-def depthwise(x: torch.Tensor, weight: torch.Tensor, padding: int, dilation: int) -> torch.Tensor:
-    """Depthwise conv of ``x`` (B, C, *S) with ``weight`` (C, 1, k, ...), stride 1, no bias.
+def depthwise(x: torch.Tensor, weight: torch.Tensor, padding: int, dilation: int, repeats: int = 1) -> torch.Tensor:
+    """Depthwise conv of ``x.repeat(1, repeats, ...)`` (B, repeats*C, *S) with ``weight`` (repeats*C, 1, k, ...).
 
-    ``padding`` must keep the resolution (``dilation * (k - 1) // 2``, k odd).
-    2-D inputs use :class:`_DepthwiseConv2d` (same result, faster backward).
+    Stride 1, no bias; ``padding`` must keep the resolution
+    (``dilation * (k - 1) // 2``, k odd). 2-D inputs use
+    :class:`_DepthwiseConv2d` (same result, faster backward, and only ``x``
+    is kept for the backward pass, not its copies).
     """
     if x.dim() == 4:
-        return _DepthwiseConv2d.apply(x, weight, padding, dilation)
+        return _DepthwiseConv2d.apply(x, weight, padding, dilation, repeats)
+    if repeats > 1:
+        x = x.repeat(1, repeats, *([1] * (x.dim() - 2)))
     return _CONV_FN[x.dim()](x, weight, padding=padding, dilation=dilation, groups=x.shape[1])
 
 

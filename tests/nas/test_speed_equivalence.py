@@ -64,16 +64,17 @@ def _buffers(module):
     return {k: v.clone() for k, v in module.state_dict().items() if "running" in k or "num_batches" in k}
 
 
+@pytest.mark.parametrize("repeats", [1, 3])
 @pytest.mark.parametrize("k,d", [(3, 1), (5, 1), (3, 2), (5, 2)])
-def test_depthwise_matches_conv2d(k, d):
+def test_depthwise_matches_conv2d(k, d, repeats):
     torch.manual_seed(0)
     x = torch.randn(3, 5, 9, 8, requires_grad=True)
-    w = torch.randn(5, 1, k, k, requires_grad=True)
+    w = torch.randn(5 * repeats, 1, k, k, requires_grad=True)
     pad = d * (k - 1) // 2
-    g = torch.randn(3, 5, 9, 8)
-    ref = F.conv2d(x, w, padding=pad, dilation=d, groups=5)
+    g = torch.randn(3, 5 * repeats, 9, 8)
+    ref = F.conv2d(x.repeat(1, repeats, 1, 1), w, padding=pad, dilation=d, groups=5 * repeats)
     ref_grads = torch.autograd.grad(ref, (x, w), g)
-    out = depthwise(x, w, pad, d)
+    out = depthwise(x, w, pad, d, repeats=repeats)
     grads = torch.autograd.grad(out, (x, w), g)
     assert torch.allclose(out, ref, **TOL)
     for a, b in zip(grads, ref_grads):
@@ -180,3 +181,63 @@ def test_mixed_op_forward_still_matches_reference():
     x = torch.randn(2, 8, 6, 6)
     w = torch.softmax(torch.randn(len(DARTS_OPS)), 0)
     assert torch.allclose(op(x, w), _ref_mixed(ref, x, w), **TOL)
+
+
+@pytest.mark.parametrize("prune", [False, True])
+def test_search_cell_under_autocast_is_as_accurate_as_plain_modules(prune):
+    """Mixed precision (CPU bfloat16 here; float16 on CUDA) runs through every fast path, pruned edges too,
+    keeps float32 gradients, and loses no more precision than the plain modules under the same autocast."""
+    space = SearchSpace(cell_channels=8, k=4, nodes=3)
+    cell, op_w, edge_w = _cell_case(space, prune)
+    ref_amp, ref = copy.deepcopy(cell), copy.deepcopy(cell)
+    skip = torch.randn(3, 6, 8, 8, requires_grad=True)
+    up = torch.randn(3, 5, 8, 8)
+    g = torch.randn(3, 6, 8, 8, generator=torch.Generator().manual_seed(2))
+    arch = [t for t in (*op_w, *edge_w) if t is not None]
+
+    def run(fn, module, amp):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            y = fn(module, skip, up, op_w, edge_w)
+        grads = torch.autograd.grad((y.float() * g).sum(), [skip, *arch, *module.parameters()], allow_unused=True)
+        return y, grads
+
+    y, grads = run(lambda m, *a: m(*a), cell, True)
+    y_ref_amp, ref_amp_grads = run(_ref_cell, ref_amp, True)
+    y_ref, ref_grads = run(_ref_cell, ref, False)
+    assert y.dtype == y_ref_amp.dtype == torch.bfloat16
+
+    def rel(a, b):
+        return float((a.detach().float() - b.detach()).norm() / b.detach().norm())
+
+    assert rel(y, y_ref) <= 1.5 * rel(y_ref_amp, y_ref) + 0.01
+    for a, t in zip(grads, [skip, *arch, *cell.parameters()]):
+        assert a is None or (a.dtype == t.dtype == torch.float32 and torch.isfinite(a).all())
+    kept = [i for i, b in enumerate(ref_grads) if b is not None]
+    fast = torch.cat([grads[i].flatten() for i in kept])
+    plain_amp = torch.cat([ref_amp_grads[i].flatten() for i in kept])
+    exact = torch.cat([ref_grads[i].flatten() for i in kept])
+    assert rel(fast, exact) <= 1.5 * rel(plain_amp, exact) + 0.01, (rel(fast, exact), rel(plain_amp, exact))
+
+
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("momentum", [0.1, None])  # None: cumulative average, the per-module fallback
+def test_batch_norm_group_scale_is_the_weight_times_each_norm(n, train, momentum):
+    from iac.nas.mixed_op import batch_norm_group
+
+    torch.manual_seed(0)
+    bns = [torch.nn.BatchNorm2d(4, affine=False, momentum=momentum).train(train) for _ in range(n)]
+    for bn in bns:
+        bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2)
+    refs = copy.deepcopy(bns)
+    x = torch.randn(5, 4 * n, 6, 6, requires_grad=True)
+    scale = torch.rand(n, requires_grad=True)
+    y = batch_norm_group(x, bns, scale=scale)
+    y_ref = torch.cat([scale[m] * bn(part) for m, (bn, part) in enumerate(zip(refs, x.chunk(n, 1)))], 1)
+    assert torch.allclose(y, y_ref, **TOL)
+    g = torch.randn_like(y)
+    for a, b in zip(torch.autograd.grad(y, (x, scale), g), torch.autograd.grad(y_ref, (x, scale), g)):
+        assert torch.allclose(a, b, **TOL)
+    for bn, ref in zip(bns, refs):
+        for k, v in bn.state_dict().items():
+            assert torch.allclose(v.float(), ref.state_dict()[k].float(), **TOL), k
