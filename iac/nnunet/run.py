@@ -121,7 +121,7 @@ def _trainer_class(trainer: str):
 
 def train(dataset: str | int, configuration: str, fold: int, trainer: str = "nnUNetTrainer",
           plans: str = "nnUNetPlans", device: str = "cpu", epochs: int | None = None,
-          iterations: int | None = None, val_iterations: int | None = None) -> Path:
+          iterations: int | None = None, val_iterations: int | None = None, tracker=None) -> Path:
     """Train one fold with an nnU-Net trainer, as ``nnUNetv2_train`` does; returns the fold's output folder.
 
     Args:
@@ -133,6 +133,7 @@ def train(dataset: str | int, configuration: str, fold: int, trainer: str = "nnU
         device: ``cpu`` or ``cuda``.
         epochs / iterations / val_iterations: the baseline's nnU-Net epochs and iterations per epoch
             (``nnUNetTrainer`` only; the IAC trainers take theirs from the configuration's ``iac`` block).
+        tracker: an :class:`iac.tracking.Tracker` receiving nnU-Net's logged values (losses, pseudo-Dice).
 
     Raises:
         NNUNetInputError: any input that cannot be used (one line naming it).
@@ -160,6 +161,10 @@ def train(dataset: str | int, configuration: str, fold: int, trainer: str = "nnU
                                       dataset_json=dataset_json, device=torch.device(device))
     except (PlansError, NNUNetCheckpointError) as exc:
         raise NNUNetInputError(str(exc)) from exc
+    if tracker is not None:
+        from iac.nnunet.logger import attach_tracker
+
+        attach_tracker(obj, tracker)
     if epochs:
         obj.num_epochs = int(epochs)
     if iterations:

@@ -300,9 +300,11 @@ class nnUNetTrainerIACSearch(_IACTrainerBase):
                            for _ in range(self.num_val_iterations_per_epoch)]
                 self.on_validation_epoch_end(outputs)
             seconds = time.perf_counter() - t0
-            state.record_epoch(w_log, a_log, float(self.logger.get_value("mean_fg_dice", step=-1)), seconds)
-            self.print_to_log_file(f"genotype {state.trajectory['epochs'][-1]['genotype_str']}; "
-                                   f"surviving operations {state.trajectory['epochs'][-1]['surviving_ops']}")
+            rec = state.record_epoch(w_log, a_log, float(self.logger.get_value("mean_fg_dice", step=-1)), seconds)
+            for extra in self.logger.loggers:  # nnU-Net's local logger keeps a fixed set of keys; others get these
+                for key in ("surviving_ops", "arch_steps", "cum_seconds"):
+                    extra.log(f"search/{key}", rec[key], self.current_epoch)
+            self.print_to_log_file(f"genotype {rec['genotype_str']}; surviving operations {rec['surviving_ops']}")
             self.on_epoch_end()
         self.on_train_end()
         self._write_results()
