@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from iac.config import PrepareConfig, SearchConfig, StabilityConfig
+from iac.eval.per_case import load_per_case
 from iac.nas.genotype import Genotype
 from iac.nnunet.plans import IACPlanSettings
 
@@ -96,11 +97,12 @@ def test_nnunet_pipeline_end_to_end(tmp_path, monkeypatch, experiment):
     _iac(["nnunet", "train", "--dataset", "501", "--configuration", "2d_iac", "--plans", "nnUNetPlans_iac",
           "--trainer", "nnUNetTrainerIACRetrain"])
     images = env_dirs["nnUNet_raw"] / DATASET / "imagesTs"
-    common = ["-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1", "--disable_tta"]
+    # class probabilities for both (stats pairs only predictions restored the same way)
+    common = ["-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1", "--disable_tta", "--save_probabilities"]
     _nnunet(["nnUNetv2_predict", "-i", str(images), "-o", str(tmp_path / "pred_iac"), "-d", "501", "-c", "2d_iac",
              "-p", "nnUNetPlans_iac", "-tr", "nnUNetTrainerIACRetrain", *common], dict(os.environ))
     _nnunet(["nnUNetv2_predict", "-i", str(images), "-o", str(tmp_path / "pred_base"), "-d", "501", "-c", "2d",
-             *common, "--save_probabilities"], dict(os.environ))
+             *common], dict(os.environ))
     plans_iac = json.loads((pre / "nnUNetPlans_iac.json").read_text())
     assert Genotype.from_json(plans_iac["configurations"]["2d_iac"]["architecture"]["arch_kwargs"]["genotype"]) == genotype
 
@@ -108,12 +110,10 @@ def test_nnunet_pipeline_end_to_end(tmp_path, monkeypatch, experiment):
     ids = [_run_id(_iac(["nnunet", "evaluate", "--predictions", str(tmp_path / p), "--data", str(prepared),
                          "--method", m]))
            for p, m in (("pred_iac", "iac-lth"), ("pred_base", "nnunet"))]
-    assert mlflow.get_run(ids[1]).data.tags["restore"] == "probabilities"
+    assert {mlflow.get_run(i).data.tags["restore"] for i in ids} == {"probabilities"}
     for run_id in ids:
-        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="per_case.csv", dst_path=str(tmp_path / run_id))
-        from iac.eval.per_case import load_per_case
-
-        df, meta = load_per_case(local)
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, dst_path=str(tmp_path / run_id))
+        df, meta = load_per_case(os.path.join(local, "per_case.csv"))  # with its sidecar, as stats reads it
         assert set(df["patient"]) == {"patient003", "patient004"} and meta["backbone"] == "nnunet"
     out = _iac(["stats", "--runs", ",".join(ids), "--reference", "iac-lth", "--min-pairs", "2", "--n-boot", "200"])
     assert "nnunet" in out
