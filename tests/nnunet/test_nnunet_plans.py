@@ -131,3 +131,18 @@ def test_bad_training_inputs_fail_before_anything_is_written(nnunet_env):
     with pytest.raises(NNUNetInputError, match="no plans 'nnUNetPlans_x'"):
         train(42, "2d", 0, plans="nnUNetPlans_x")
     assert not any((nnunet_env / "results").iterdir())
+
+
+@pytest.mark.parametrize("name", ["nnUNetTrainerIACSearch", "nnUNetTrainerIACRetrain"])
+def test_the_trainers_are_found_where_nnunet_exttrainer_points(name):
+    """The external-folder half of nnU-Net's ``-tr`` lookup, on ``iac/nnunet/ext``."""
+    import os
+
+    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+
+    import iac.nnunet.ext
+    from iac.nnunet import trainers
+
+    folder = os.path.dirname(iac.nnunet.ext.__file__)
+    found = recursive_find_python_class(folder, name, None, base_folder=folder, cleanup_imports_from_base_folder=True)
+    assert found is getattr(trainers, name)
