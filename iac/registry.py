@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from iac.faults import fault_point
+
 UNET_PREFIX = "iac-unet"
 CELL_PREFIX = "iac-cell"
 CHAMPION = "champion"
@@ -140,6 +142,7 @@ def register_unet(
             with mlflow.start_run(run_id=run_id):
                 info = _log_unet(weights, cfg_path, name)
     version = str(info.registered_model_version)
+    fault_point("register")  # the version exists, its tags do not yet (a kill here leaves an untagged version)
     set_version_tags(name, version, tags)
     return resolve(f"models:/{name}/{version}")
 
@@ -235,6 +238,7 @@ def register_genotype(run_id: str, artifact_uri: str, genotype_json: str, name: 
     all_tags = {k: str(v) for k, v in tags.items()}
     all_tags["genotype_json"] = genotype_json
     mv = client.create_model_version(name, source=artifact_uri, run_id=run_id, tags=all_tags)
+    fault_point("register")  # the version exists, the run has not recorded it yet
     return ModelRef(name=mv.name, version=str(mv.version), tags=dict(mv.tags), source=mv.source, run_id=mv.run_id)
 
 

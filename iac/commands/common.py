@@ -132,6 +132,9 @@ def step_run(
     """
     import mlflow
 
+    from iac.commands.store import open_store
+
+    open_store()
     if experiment and not os.environ.get("MLFLOW_RUN_ID"):
         mlflow.set_experiment(experiment)
     nested = mlflow.active_run() is not None
@@ -165,16 +168,3 @@ def echo_done(step: str, run, extra: str = "") -> None:
 
 
 CHECKPOINT_ARTIFACT = "checkpoints/last.pt"
-
-
-def download_checkpoint(run_id: str | None, dst: Path) -> Path | None:
-    """The last checkpoint a (killed) run logged, downloaded into ``dst``; None without a run."""
-    import mlflow
-
-    if not run_id:
-        return None
-    try:
-        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=CHECKPOINT_ARTIFACT, dst_path=str(dst))
-    except Exception as e:  # noqa: BLE001 - MLflow raises several types for a missing artifact
-        raise click.ClickException(f"run {run_id} has no {CHECKPOINT_ARTIFACT} to resume from ({e})") from e
-    return Path(local)

@@ -18,6 +18,7 @@ from iac.commands.common import (
     step_run,
     tracker_for,
 )
+from iac.commands.store import open_store
 from iac.config import EvalConfig, to_dict
 
 # Model-version tags copied onto the evaluate run so `stats` can select by them.
@@ -63,6 +64,7 @@ def model_method(tags: dict[str, str]) -> str:
 
 def run_evaluate(cfg: EvalConfig, extra_tags: dict[str, str] | None = None) -> dict[str, Any]:
     """Evaluate ``cfg.model`` on ``cfg.split`` inside its own MLflow run; returns outputs."""
+    open_store()
     from iac import registry
     from iac.data.store import PreparedDataset
     from iac.eval.evaluate import evaluate_network, structure_tolerances

@@ -9,11 +9,13 @@ from typing import Any
 import click
 
 from iac.commands.common import build_config, optional, setup_logging, step_run, tracker_for
+from iac.commands.store import open_store
 from iac.config import BackboneConfig, MainConfig, to_dict
 
 
 def run_main(cfg: MainConfig) -> dict[str, Any]:
     """Run the study inside the ``main`` MLflow run; returns its outputs."""
+    open_store()
     import mlflow
 
     from iac.study.budget import resolve_budget

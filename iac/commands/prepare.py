@@ -137,9 +137,12 @@ def run_prepare(cfg: PrepareConfig, progress: bool = True):
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
+    from iac.commands.store import open_store
     from iac.data.layouts.base import DataError
     from iac.data.prepare import prepare_dataset
     from iac.tracking import MlflowTracker
+
+    open_store()
 
     class _Tracker(MlflowTracker):
         """Skips params the run already has (``mlflow run`` logs the entry point's own, as given)."""

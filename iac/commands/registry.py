@@ -11,6 +11,7 @@ import json
 import click
 
 from iac.commands.common import one_of
+from iac.commands.store import open_store
 
 
 def _use_store(tracking_uri: str | None) -> None:
@@ -19,6 +20,7 @@ def _use_store(tracking_uri: str | None) -> None:
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
+    open_store()
 
 
 @click.group("registry")

@@ -1,8 +1,10 @@
 """``retrain``: train a U-Net with one skip kind and register it.
 
-Resumption: ``resume=<run id>`` continues from that run's
-``checkpoints/last.pt`` in a new run tagged ``resumed_from``; on CPU the final
-weights equal those of an uninterrupted run with the same seed.
+Resumption: ``resume=<run id>`` continues from the newest verified
+``checkpoints/last.pt`` on that run's ``resumed_from`` chain in a new run
+tagged ``resumed_from`` (afresh, with a notice, when the chain left none; see
+:mod:`iac.commands.resume`); on CPU the final weights equal those of an
+uninterrupted run with the same seed.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import click
 
 from iac.commands.common import (
     build_config,
-    download_checkpoint,
     echo_done,
     optional,
     prepared_folder,
@@ -24,18 +25,29 @@ from iac.commands.common import (
     step_run,
     tracker_for,
 )
+from iac.commands.resume import CheckpointPublisher, find_resume_point, take_over
+from iac.commands.store import open_store
 from iac.config import BackboneConfig, TrainConfig, to_dict
 
 
 def run_retrain(cfg: TrainConfig, extra_tags: dict[str, str] | None = None, resume_run: str | None = None) -> dict[str, Any]:
     """Train and register one U-Net inside its own MLflow run; returns outputs."""
+    open_store()
+    with tempfile.TemporaryDirectory() as tmp:
+        return _retrain(cfg, extra_tags, resume_run, Path(tmp))
+
+
+def _retrain(cfg: TrainConfig, extra_tags: dict[str, str] | None, resume_run: str | None, tmp: Path) -> dict[str, Any]:
     from iac.data.store import PreparedDataset
     from iac.models import registry_backbone_name
+    from iac.train.trainer import CHECKPOINT_KEYS, check_trainer_checkpoint
 
     data = PreparedDataset(cfg.data)
     genotype_json, cell_tags, genotype_uri = _resolve_cell(cfg)
     pretrained = cfg.pretrained or cell_tags.get("pretrained") or None
     net, fresh = _network(cfg, data, genotype_json, pretrained)
+    # Found and verified before the new run starts: a bad checkpoint stops here with one line.
+    point = find_resume_point(resume_run, tmp / "resume", CHECKPOINT_KEYS, lambda s: check_trainer_checkpoint(s, net))
     backbone = registry_backbone_name(net.config["name"], net.config.get("preset", "small"))
     tags = {
         "dataset": data.name,
@@ -46,17 +58,18 @@ def run_retrain(cfg: TrainConfig, extra_tags: dict[str, str] | None = None, resu
         "pretrained": pretrained or "",
         "genotype": genotype_uri,
         "cell_method": cell_tags.get("method"),
-        "resumed_from": resume_run,
+        **point.tags(),
         **(extra_tags or {}),
     }
     with step_run("retrain", tags, run_name=f"retrain-{cfg.skip}", system_metrics=True) as run:
+        take_over(point.chain, run.info.run_id)
         tracker = tracker_for(run)
         params = to_dict(cfg)
         params.update({"backbone": backbone, "pretrained": pretrained or "", "genotype": genotype_uri or ""})
         tracker.log_params(params)
         if fresh is not None:
             tracker.log_params({"fresh_tensors_after_pretrained": len(fresh)})
-        outcome = _train(cfg, net, data, tracker, resume_run)
+        outcome = _train(cfg, net, data, tracker, point.checkpoint, tmp / "ckpt")
         tracker.log_metrics({"n_parameters": outcome.n_parameters, "train_seconds": outcome.seconds})
         model_tags = {
             "skip": cfg.skip,
@@ -110,21 +123,20 @@ def _network(cfg: TrainConfig, data, genotype_json: str | None, pretrained: str 
     return net, fresh
 
 
-def _train(cfg: TrainConfig, net, data, tracker, resume_run: str | None):
-    """Train with a checkpoint logged after every epoch (what ``resume`` continues from)."""
+def _train(cfg: TrainConfig, net, data, tracker, resume_from: Path | None, ckpt_dir: Path):
+    """Train with a checkpoint published after every epoch (what ``resume`` continues from)."""
     from iac.train.retrain import train_network
 
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpt_dir = Path(tmp) / "ckpt"
-        return train_network(
-            cfg,
-            net,
-            data,
-            tracker,
-            ckpt_dir,
-            resume_from=download_checkpoint(resume_run, Path(tmp) / "resume"),
-            on_epoch_end=lambda rec: tracker.log_artifact(ckpt_dir / "last.pt", "checkpoints"),
-        )
+    publisher = CheckpointPublisher(tracker)
+    return train_network(
+        cfg,
+        net,
+        data,
+        tracker,
+        ckpt_dir,
+        resume_from=resume_from,
+        on_epoch_end=lambda rec: publisher.publish(ckpt_dir / "last.pt"),
+    )
 
 
 def _register(run_id: str, state, net, data, backbone: str, model_tags: dict[str, Any]) -> str:

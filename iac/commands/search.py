@@ -5,10 +5,12 @@ Both search a cell in the skips of a trained baseline U-Net
 stability test and progressive pruning. Each logs the trajectory, plots and
 ``genotype.json`` and registers the genotype as ``iac-cell-<dataset>-<backbone>``.
 
-Resumption: ``resume=<run id>`` continues a killed search from that run's
-``checkpoints/last.pt`` in a *new* run tagged ``resumed_from=<run id>``; the
-result equals an uninterrupted search (CPU, same seed), and
-``search_seconds`` adds the time already spent in the killed run.
+Resumption: ``resume=<run id>`` continues a killed search from the newest
+verified ``checkpoints/last.pt`` on that run's ``resumed_from`` chain in a
+*new* run tagged ``resumed_from=<run id>`` (afresh, with a notice, when the
+chain left none; see :mod:`iac.commands.resume`); the result equals an
+uninterrupted search (CPU, same seed), and ``search_seconds`` adds the time
+already spent in the killed runs.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import click
 
 from iac.commands.common import (
     build_config,
-    download_checkpoint,
     echo_done,
     one_of,
     optional,
@@ -33,6 +34,8 @@ from iac.commands.common import (
     step_run,
     tracker_for,
 )
+from iac.commands.resume import CheckpointPublisher, ResumePoint, find_resume_point, take_over
+from iac.commands.store import open_store
 from iac.config import (
     DARTS_OPS,
     BackboneConfig,
@@ -71,33 +74,47 @@ def run_search_step(
     reference_run: str | None = None,
 ) -> dict[str, Any]:
     """Run one search (``method`` full or lth) in its own MLflow run; returns outputs."""
+    open_store()
+    with tempfile.TemporaryDirectory() as tmp:
+        return _search_step(cfg, method, stability, extra_tags, resume_run, reference_run, Path(tmp))
+
+
+def _search_step(cfg: SearchConfig, method: str, stability: StabilityConfig | None,
+                 extra_tags: dict[str, str] | None, resume_run: str | None, reference_run: str | None,
+                 tmp: Path) -> dict[str, Any]:
     from iac import registry
     from iac.data.store import PreparedDataset
     from iac.models import registry_backbone_name
     from iac.nas.genotype import SearchSpace
     from iac.nas.pruning import JSStabilityPruning, NoPruning
+    from iac.nas.search import CHECKPOINT_KEYS, check_search_checkpoint
 
     one_of("method", method, METHODS)
     data = PreparedDataset(cfg.data)
     stability = stability or StabilityConfig()
     policy = NoPruning() if method == "full" else JSStabilityPruning(SearchSpace.from_config(cfg), stability)
+    # Found and verified before the new run starts: a bad checkpoint stops here with one line.
+    point = find_resume_point(resume_run, tmp / "resume", CHECKPOINT_KEYS, lambda s: check_search_checkpoint(s, cfg))
     tags = {
         "dataset": data.name,
         "backbone": registry_backbone_name(cfg.backbone.name, cfg.backbone.preset),
         "method": method,
         "seed": cfg.seed,
         "data_fingerprint": data.fingerprint,
-        "resumed_from": resume_run,
+        **point.tags(),
         **(extra_tags or {}),
     }
     with step_run(f"search_{method}", tags, run_name=f"search-{method}-s{cfg.seed}") as run:
+        take_over(point.chain, run.info.run_id)
         tracker = tracker_for(run)
-        # Without a pretrained U-Net, the baseline is trained first, as a child run of this search.
-        pretrained = cfg.pretrained or _baseline(cfg, extra_tags or {})
+        # Without a pretrained U-Net, the baseline is trained first, as a child run of this search
+        # (a resumed search reuses the baseline its killed run was given or trained).
+        pretrained = cfg.pretrained or _resumed_pretrained(point) or _baseline(cfg, extra_tags or {})
         unet, backbone = _load_baseline(cfg, pretrained)
         tracker.set_tags({"pretrained": pretrained, "backbone": backbone})
         tracker.log_params(_search_params(cfg, method, stability, pretrained, backbone))
-        result = _search_and_log(cfg, unet, data, policy, tracker, resume_run, stability if method == "lth" else None)
+        result = _search_and_log(cfg, unet, data, policy, tracker, point.checkpoint,
+                                 stability if method == "lth" else None, tmp)
         tracker.log_metrics(_summary(result, reference_run))
         mv = registry.register_genotype(
             run.info.run_id,
@@ -129,6 +146,17 @@ def run_search_step(
         f"{result.epochs_run} epochs in {result.search_seconds:.1f} s; cell {mv.uri}: {result.genotype}",
     )
     return outputs
+
+
+def _resumed_pretrained(point: ResumePoint) -> str | None:
+    """The baseline U-Net a run of the resume chain searched on (None without one)."""
+    import mlflow
+
+    for rid in point.chain:
+        found = mlflow.get_run(rid).data.tags.get("pretrained")
+        if found:
+            return found
+    return None
 
 
 def _load_baseline(cfg: SearchConfig, pretrained: str) -> tuple[Any, str]:
@@ -166,31 +194,31 @@ def _search_params(cfg: SearchConfig, method: str, stability: StabilityConfig, p
     return params
 
 
-def _search_and_log(cfg, unet, data, policy, tracker, resume_run: str | None, stability: StabilityConfig | None):
-    """Run the search with a checkpoint logged every epoch; log genotype, trajectory, pruning log and plots."""
+def _search_and_log(cfg, unet, data, policy, tracker, resume_from: Path | None, stability: StabilityConfig | None,
+                    tmp: Path):
+    """Run the search with a checkpoint published every epoch; log genotype, trajectory, pruning log and plots."""
     from iac.nas.genotype import save_genotype
     from iac.nas.search import run_search
     from iac.nas.trajectory import save_trajectory
 
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpt = Path(tmp) / "last.pt"
-        result = run_search(
-            cfg,
-            unet,
-            data,
-            policy,
-            tracker=tracker,
-            checkpoint_path=ckpt,
-            resume_from=download_checkpoint(resume_run, Path(tmp) / "resume"),
-            on_epoch=lambda rec: tracker.log_artifact(ckpt, "checkpoints"),
-        )
-        tracker.log_artifact(ckpt, "checkpoints")
-        out_dir = Path(tmp) / "out"
-        tracker.log_artifact(save_genotype(out_dir / "genotype", result.genotype).parent)
-        tracker.log_artifact(save_trajectory(out_dir / "trajectory.json", result.trajectory))
-        (out_dir / "pruning_log.json").write_text(json.dumps(result.pruning_log, indent=1))
-        tracker.log_artifact(out_dir / "pruning_log.json")
-        _log_plots(result.trajectory, stability, tracker)
+    ckpt = tmp / "ckpt" / "last.pt"
+    publisher = CheckpointPublisher(tracker)
+    result = run_search(
+        cfg,
+        unet,
+        data,
+        policy,
+        tracker=tracker,
+        checkpoint_path=ckpt,
+        resume_from=resume_from,
+        on_epoch=lambda rec: publisher.publish(ckpt),
+    )
+    out_dir = tmp / "out"
+    tracker.log_artifact(save_genotype(out_dir / "genotype", result.genotype).parent)
+    tracker.log_artifact(save_trajectory(out_dir / "trajectory.json", result.trajectory))
+    (out_dir / "pruning_log.json").write_text(json.dumps(result.pruning_log, indent=1))
+    tracker.log_artifact(out_dir / "pruning_log.json")
+    _log_plots(result.trajectory, stability, tracker)
     return result
 
 
@@ -274,6 +302,7 @@ def _log_plots(trajectory: dict[str, Any], stability: StabilityConfig | None, tr
 
 def run_random_cell(cfg: SearchConfig, extra_tags: dict[str, str] | None = None) -> dict[str, Any]:
     """Register a random genotype from the same search space (``method=random``)."""
+    open_store()
     import numpy as np
 
     from iac import registry

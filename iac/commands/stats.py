@@ -24,6 +24,7 @@ from iac.commands.common import (
     step_run,
     tracker_for,
 )
+from iac.commands.store import open_store
 from iac.config import StatsConfig, to_dict
 
 
@@ -119,6 +120,7 @@ def _search_times(tags: Sequence[dict[str, str]]) -> dict[str, list[float]]:
 
 def run_stats(cfg: StatsConfig, run_ids: Sequence[str], extra_tags: dict[str, str] | None = None) -> dict[str, Any]:
     """Compare the given evaluate runs inside a ``stats`` MLflow run; returns outputs."""
+    open_store()
     import matplotlib
 
     matplotlib.use("Agg")
@@ -235,6 +237,7 @@ def stats(**o: Any) -> None:
         average_frames=o["frames"] == "average",
         n_boot=o["n_boot"],
     )
+    open_store()
     try:
         ids = [r.strip() for r in o["run_ids"].split(",") if r.strip()] or find_evaluate_runs(
             o["experiment"] or None, o["dataset"] or None, o["backbone"] or None, o["split"], o["fingerprint"] or None

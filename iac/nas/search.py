@@ -31,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from iac.config import SearchConfig, to_dict
+from iac.faults import fault_point
 from iac.nas.architect import Architect
 from iac.nas.genotype import Genotype, SearchSpace
 from iac.nas.supernet import SearchNetwork
@@ -164,7 +165,7 @@ class SearchState:
         from iac.train.checkpoint import capture_rng_state
 
         return {
-            "kind": _CHECKPOINT_KIND, "version": _CHECKPOINT_VERSION,
+            "kind": _CHECKPOINT_KIND, "version": _CHECKPOINT_VERSION, "code": _code_version(),
             "model": self.supernet.state_dict(), "masks": self.supernet.masks(),
             "w_opt": self.w_opt.state_dict(), "schedule": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict(), "architect": self.architect.state_dict(),
@@ -175,13 +176,9 @@ class SearchState:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from a :meth:`state_dict` (pruning masks are re-applied first)."""
-        from iac.train.checkpoint import CheckpointError, restore_rng_state
+        from iac.train.checkpoint import restore_rng_state
 
-        if state.get("kind") != _CHECKPOINT_KIND or state.get("version") != _CHECKPOINT_VERSION:
-            raise CheckpointError(
-                f"not a search checkpoint of version {_CHECKPOINT_VERSION} "
-                f"(kind={state.get('kind')!r}, version={state.get('version')!r})"
-            )
+        check_search_checkpoint(state, self.cfg)
         self.supernet.apply_masks(state["masks"])
         self.supernet.load_state_dict(state["model"])
         self._build_optimizers()  # pruning replaced parameters: optimisers over the survivors, then load
@@ -201,6 +198,42 @@ class SearchState:
         from iac.train.checkpoint import save_checkpoint
 
         save_checkpoint(path, self.state_dict())
+
+
+# Top-level keys of a search checkpoint (what a resume verifies before loading).
+CHECKPOINT_KEYS = ("kind", "version", "model", "masks", "w_opt", "schedule", "architect", "policy", "loaders",
+                   "rng", "trajectory", "epoch", "arch_step", "n_checks", "cum_seconds")
+
+
+def check_search_checkpoint(state: Mapping[str, Any], cfg: SearchConfig) -> None:
+    """Raise a one-line :class:`CheckpointError` unless ``state`` can continue a search with ``cfg``.
+
+    Checks the kind and format version (a checkpoint of another code version)
+    and the search space (operations, nodes, inputs, width, partial channels,
+    per-level cells): a checkpoint of another space cannot be loaded.
+    """
+    from iac.train.checkpoint import CheckpointError
+
+    if state.get("kind") != _CHECKPOINT_KIND:
+        raise CheckpointError(f"not a search checkpoint (kind {state.get('kind')!r}, expected {_CHECKPOINT_KIND!r})")
+    if state.get("version") != _CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"the search checkpoint has format version {state.get('version')!r}, written by another code version "
+            f"(iac {state.get('code', 'unknown')}); this code reads version {_CHECKPOINT_VERSION}: "
+            "start the search afresh (resume='')"
+        )
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"the search checkpoint lacks {', '.join(missing)}")
+    saved = (state.get("trajectory") or {}).get("space")
+    space = SearchSpace.from_config(cfg).to_dict()
+    if saved != space:
+        diff = sorted(k for k in set(space) | set(saved or {}) if (saved or {}).get(k) != space.get(k))
+        raise CheckpointError(
+            f"the search checkpoint is from another search space (differs in {', '.join(diff)}: "
+            + "; ".join(f"{k} {(saved or {}).get(k)!r} vs {space.get(k)!r}" for k in diff)
+            + "); resume with the settings it was written with, or start afresh (resume='')"
+        )
 
 
 def check_and_prune(state: SearchState, epoch: int) -> None:
@@ -239,6 +272,7 @@ def search_epoch(state: SearchState, epoch: int, progress: bool = True) -> tuple
     bar.set_postfix(geno=geno)
     arch_first = cfg.step_order == "arch_first"
     for w_batch, a_batch in bar:
+        fault_point("mid_epoch")
         if arch_on and arch_first:
             _arch_step(state, a_batch, a_log, epoch, w_log)
         x, y = move_batch(w_batch, device)  # (B, C, H, W), (B, 1, H, W)
@@ -315,6 +349,7 @@ def run_search(
         rec["cum_seconds"] = state.cum_seconds
         state.trajectory["epochs"].append(rec)
         state.epoch += 1
+        fault_point("before_checkpoint")
         if checkpoint_path is not None:
             state.save(checkpoint_path)
         tracker.log_metrics(_epoch_metrics(rec, state.trajectory), step=rec["epoch"])
@@ -334,6 +369,12 @@ def run_search(
         pruning_log=list(state.trajectory["events"]),
         epoch_seconds=[e["epoch_seconds"] for e in state.trajectory["epochs"]],
     )
+
+
+def _code_version() -> str:
+    import iac
+
+    return iac.__version__
 
 
 def _status_of(policy) -> Any:

@@ -3,9 +3,13 @@
 Before a step is launched, its *step key* — a hash of the step name, its
 parameters (the prepared data's fingerprint included) and the code version —
 is looked up among the experiment's runs: a FINISHED run with that key is
-reused (its recorded outputs are returned in milliseconds); an unfinished one
-(FAILED, KILLED, or RUNNING after a crash) that left a checkpoint is resumed;
-otherwise the step runs.
+reused (its recorded outputs are returned in milliseconds); otherwise the
+newest unfinished one (FAILED, KILLED, or RUNNING after a crash) not yet
+taken over is handed to the step as ``resume``, and the step continues from
+the newest checkpoint on that run's ``resumed_from`` chain, or starts afresh
+when the chain left none (:mod:`iac.commands.resume`); otherwise the step
+runs. The unfinished runs of the step are then marked KILLED, tagged with
+the run that superseded them.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from iac.commands.common import CHECKPOINT_ARTIFACT
+from iac.commands.resume import SUPERSEDED_TAG, take_over
 
 _logger = logging.getLogger(__name__)
 
@@ -26,10 +30,8 @@ STEP_KEY_TAG = "iac_step_key"
 OUTPUTS_TAG = "iac_outputs"
 # Run tag that ties a step to the ``main`` run of its study.
 STUDY_TAG = "iac_study"
-# Run states that may have left a checkpoint to resume from.
+# Run states of a step that did not finish (a resume continues the newest).
 UNFINISHED = ("FAILED", "KILLED", "RUNNING")
-# The checkpoint a resumed step downloads (``checkpoints/last.pt``).
-_CHECKPOINT_FOLDER, _, _CHECKPOINT_FILE = CHECKPOINT_ARTIFACT.rpartition("/")
 
 
 def step_key(step: str, params: dict[str, Any], code: str) -> str:
@@ -91,11 +93,12 @@ class StepCache:
                     self.echo(f"  = {label}: reusing finished run {r.info.run_id[:8]}")
                     self.log.append({"step": label, "run_id": r.info.run_id, "reused": True, "seconds": secs})
                     return StepOutcome(outputs, True, secs)
-        resume = next(
-            (r.info.run_id for r in runs if r.info.status in UNFINISHED and _has_checkpoint(r.info.run_id)), None
-        )
+        unfinished = [r for r in runs if r.info.status in UNFINISHED and SUPERSEDED_TAG not in r.data.tags]
+        resume = unfinished[0].info.run_id if unfinished else None
         self.echo(f"  > {label}: {'resuming run ' + resume[:8] if resume else 'running'}")
         outputs = launch({STEP_KEY_TAG: key}, resume)
+        if outputs.get("run_id"):
+            take_over([r.info.run_id for r in unfinished], outputs["run_id"])
         secs = time.perf_counter() - t0
         self.log.append({"step": label, "run_id": outputs.get("run_id"), "reused": False, "seconds": secs})
         return StepOutcome(outputs, False, secs)
@@ -111,13 +114,3 @@ def _runs_with_key(experiment_id: str, key: str) -> list:
         output_format="list",
         order_by=["attributes.start_time DESC"],
     )
-
-
-def _has_checkpoint(run_id: str) -> bool:
-    import mlflow
-
-    try:
-        found = mlflow.MlflowClient().list_artifacts(run_id, _CHECKPOINT_FOLDER)
-        return any(a.path.endswith(_CHECKPOINT_FILE) for a in found)
-    except Exception:  # noqa: BLE001 - an unreadable artifact store means: nothing to resume
-        return False

@@ -9,14 +9,18 @@ converted to that vocabulary by :func:`capture_rng_state`.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import random
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import torch
 
 from iac.atomic import atomic_write
+from iac.faults import fault_point
 
 
 class CheckpointError(RuntimeError):
@@ -39,33 +43,79 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
             before anything is written).
     """
     _check_plain(state, "state")
-    return atomic_write(path, lambda fh: torch.save(state, fh))
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getbuffer()
+
+    def write(fh) -> None:
+        # Two halves with the fault point between them: a kill here leaves a
+        # half-written temporary file and the previous checkpoint in place.
+        half = len(data) // 2
+        fh.write(data[:half])
+        fh.flush()
+        fault_point("checkpoint_write")
+        fh.write(data[half:])
+
+    return atomic_write(path, write)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`.
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device | None = "cpu", expected_keys: Iterable[str] = ()
+) -> dict[str, Any]:
+    """Read and verify a checkpoint written by :func:`save_checkpoint`.
 
     Args:
         path: The checkpoint file.
         map_location: Where tensors are loaded (default CPU, so a checkpoint
             written on GPU loads anywhere).
+        expected_keys: Top-level keys the checkpoint must hold.
 
     Returns:
         The stored dict.
 
     Raises:
-        CheckpointError: The file is missing or is not a weights-only checkpoint.
+        CheckpointError: The file is missing, truncated (its zip archive does
+            not verify), not a weights-only checkpoint, or lacks an expected key.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    problem = zip_problem(path)
+    if problem:
+        raise CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupt ({problem})")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # unpickling errors come in several types
         raise CheckpointError(f"checkpoint {str(path)!r} cannot be loaded with weights_only=True: {exc}") from exc
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {str(path)!r} holds a {type(state).__name__}, expected a dict")
+    missing = [k for k in expected_keys if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {str(path)!r} lacks {', '.join(missing)}; it was not written by this step")
     return state
+
+
+def zip_problem(path: str | Path) -> str | None:
+    """Why a checkpoint file's zip archive does not verify (None when every member's CRC checks).
+
+    ``torch.save`` writes a zip archive; a file cut short loses its central
+    directory, and a corrupted member fails its CRC.
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        return str(exc) or type(exc).__name__
+    return f"member {bad} fails its CRC" if bad else None
 
 
 _PLAIN_SCALARS = (str, int, float, bool, type(None))

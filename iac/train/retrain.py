@@ -64,6 +64,9 @@ def build_network(
         if not genotype_json:
             raise ValueError("skip=iac needs a genotype (models:/iac-cell-.../N, runs:/... or a genotype.json path)")
         skip_kwargs = {"genotype": json.loads(genotype_json)}
+    # The initial weights follow the seed: a process's default generator is seeded at random,
+    # so without this two runs with the same seed (or a run restarted afresh) start apart.
+    torch.manual_seed(cfg.seed)
     return create_backbone(
         name,
         in_channels,

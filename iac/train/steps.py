@@ -17,6 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from iac.config import LR_SCHEDULES
+from iac.faults import fault_point
 from iac.train.device import autocast, make_grad_scaler
 from iac.train.loader import move_batch
 
@@ -212,6 +213,7 @@ def run_epoch(
             except StopIteration:
                 break
             data_seconds += time.perf_counter() - t0
+            fault_point("mid_epoch")
             image, label = move_batch(batch, device, channels_last)
             loss = train_step(model, image, label, loss_fn, optimizer, scaler, device=device, amp=amp)
             if scheduler is not None:

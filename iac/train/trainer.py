@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from iac.eval.validate import ValidateFn
+from iac.faults import fault_point
 from iac.tracking import Tracker
 from iac.train.augment import reseed_augment
 from iac.train.checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
@@ -68,6 +69,46 @@ class FitResult:
     best_epoch: int
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+
+
+# Top-level keys of a trainer checkpoint (what a resume verifies before loading).
+CHECKPOINT_KEYS = ("kind", "version", "settings", "epoch", "global_step", "model", "optimizer", "scheduler",
+                   "best_state", "best_val_dice", "best_epoch", "history", "elapsed_seconds", "rng",
+                   "loader_generator")
+
+
+def _code_version() -> str:
+    import iac
+
+    return iac.__version__
+
+
+def check_trainer_checkpoint(state: Mapping[str, Any], model: nn.Module) -> None:
+    """Raise a one-line :class:`CheckpointError` unless ``state`` can continue training ``model``.
+
+    Checks the kind, the format version (a checkpoint of another code version),
+    the keys, and that the network's tensors have the checkpoint's names and
+    shapes (a checkpoint of another network cannot be loaded).
+    """
+    if state.get("kind") != _CHECKPOINT_KIND:
+        raise CheckpointError(f"not a training checkpoint (kind {state.get('kind')!r}, expected {_CHECKPOINT_KIND!r})")
+    if state.get("version") != _CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"the training checkpoint has format version {state.get('version')!r}, written by another code version "
+            f"(iac {state.get('code', 'unknown')}); this code reads version {_CHECKPOINT_VERSION}: "
+            "start afresh (resume='')"
+        )
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"the training checkpoint lacks {', '.join(missing)}")
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    saved = {k: tuple(v.shape) for k, v in state["model"].items()}
+    if own != saved:
+        diff = sorted(set(own) ^ set(saved)) or sorted(k for k in own if own[k] != saved[k])
+        raise CheckpointError(
+            f"the training checkpoint is of another network ({len(diff)} tensors differ, first {diff[0]!r}); "
+            "resume with the settings it was written with, or start afresh (resume='')"
+        )
 
 
 class Trainer:
@@ -198,6 +239,7 @@ class Trainer:
         return {
             "kind": _CHECKPOINT_KIND,
             "version": _CHECKPOINT_VERSION,
+            "code": _code_version(),
             "settings": self._settings(),
             "epoch": self.epoch,
             "global_step": self.global_step,
@@ -216,11 +258,7 @@ class Trainer:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict` (RNG states included)."""
-        if state.get("kind") != _CHECKPOINT_KIND or state.get("version") != _CHECKPOINT_VERSION:
-            raise CheckpointError(
-                f"not a trainer checkpoint of version {_CHECKPOINT_VERSION} "
-                f"(kind={state.get('kind')!r}, version={state.get('version')!r})"
-            )
+        check_trainer_checkpoint(state, self.model)
         saved = state.get("settings", {})
         for key in ("batch_size", "seed", "max_slices_per_epoch", "steps_per_epoch"):
             if key in saved and saved[key] != self._settings()[key]:
@@ -339,6 +377,7 @@ class Trainer:
         self.elapsed += record["epoch_seconds"]
         self.epoch = epoch
         self.history.append(record)
+        fault_point("before_checkpoint")
         self.save()
         self.tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
         if self.progress:

@@ -90,9 +90,19 @@ def test_outputs_that_no_longer_validate_launch_the_step_again(cache):
 
 
 @pytest.mark.parametrize("checkpoint", [True, False])
-def test_an_unfinished_run_is_resumed_only_from_its_checkpoint(cache, printed, checkpoint, tmp_path):
+def test_an_unfinished_run_is_resumed_and_then_superseded(cache, printed, checkpoint, tmp_path):
+    # With or without a checkpoint the step is handed the run: it follows the
+    # run's resumed_from chain, or starts afresh when the chain left none.
+    import mlflow
+
+    from iac.commands.resume import SUPERSEDED_TAG
+
     failed = _unfinished_run(cache, checkpoint, tmp_path)
     step = Step()
-    cache.run("retrain", "baseline", PARAMS, step)
-    assert step.launches[0][1] == (failed if checkpoint else None)
-    assert printed == ["  > baseline: resuming run " + failed[:8] if checkpoint else "  > baseline: running"]
+    out = cache.run("retrain", "baseline", PARAMS, step)
+    assert step.launches[0][1] == failed
+    assert printed == ["  > baseline: resuming run " + failed[:8]]
+    old = mlflow.get_run(failed)
+    assert old.info.status == "KILLED" and old.data.tags[SUPERSEDED_TAG] == out.outputs["run_id"]
+    # A superseded run is not handed out again: the next launch runs afresh (the step finished meanwhile).
+    assert cache.run("retrain", "baseline", PARAMS, step).reused
