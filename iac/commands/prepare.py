@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from iac.commands.common import build_config
+from iac.commands.common import build_config, check_tracking_store
 from iac.config import DATASETS, PrepareConfig
 
 _TRUE = ("1", "true", "yes", "on")
@@ -149,6 +149,8 @@ def run_prepare(cfg: PrepareConfig, progress: bool = True):
             super().log_params({k: v for k, v in params.items() if k not in have})
 
     active = mlflow.active_run()
+    if not active:
+        check_tracking_store()  # before any data is written
     with nullcontext(active) if active else mlflow.start_run():
         tracker = _Tracker()
         tracker.set_tags({"step": "prepare", "dataset": cfg.dataset})
