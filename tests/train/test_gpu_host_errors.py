@@ -53,6 +53,9 @@ def test_cli_device_cuda_without_a_gpu_is_one_line_and_writes_nothing(tmp_path):
 
 
 def test_determinism_is_always_on_for_cpu_and_a_switch_on_cuda():
+    from iac.commands.common import deterministic_tag
+
+    assert deterministic_tag("cpu", False) == "true"
     assert use_deterministic(torch.device("cpu"), False)
     assert not use_deterministic(torch.device("cuda"), False)
     assert use_deterministic(torch.device("cuda"), True)
