@@ -202,6 +202,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision (CUDA only; ignored on CPU)
     channels_last: bool = True  # channels-last memory format (CUDA only)
+    deterministic: bool = False  # deterministic CUDA kernels, cuDNN autotuner off (CPU runs always are)
     num_workers: int = 0  # DataLoader workers (0: the store is memory-mapped and fast)
     val_every: int = 1  # validate every N epochs (patient-level Dice)
     max_slices_per_epoch: int | None = None  # cap on slices per epoch (None: all)
@@ -294,6 +295,7 @@ class SearchConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    deterministic: bool = False  # deterministic CUDA kernels, cuDNN autotuner off (CPU runs always are)
     resume: str | None = None
     max_slices_per_epoch: int | None = None
     check_every: int = 50  # architecture steps between two checks (snapshots of the operation weights), not epochs

@@ -43,14 +43,28 @@ def build_config(cls: type, **values: Any) -> Any:
     """``cls(**values)``, with a :class:`iac.config.ConfigError` turned into a usage error.
 
     The configs validate themselves; the error names the option matching the
-    field (``--w-lr`` for ``w_lr``).
+    field (``--w-lr`` for ``w_lr``). A config with a ``device`` also has it
+    checked against this machine (:func:`check_device`) before any work starts.
     """
     from iac.config import ConfigError
 
     try:
-        return cls(**values)
+        cfg = cls(**values)
     except ConfigError as err:
         raise click.BadParameter(err.reason, param_hint=f"--{err.field.replace('_', '-')}") from err
+    if isinstance(getattr(cfg, "device", None), str):
+        check_device(cfg.device)
+    return cfg
+
+
+def check_device(value: str) -> None:
+    """A device this machine can use, else a usage error in one line (CPU-only PyTorch, no GPU, driver too old)."""
+    from iac.train.device import resolve_device
+
+    try:
+        resolve_device(value)
+    except (ValueError, RuntimeError) as err:
+        raise click.BadParameter(str(err), param_hint="--device") from err
 
 
 def optional(value: str | None) -> str | None:
@@ -88,15 +102,22 @@ def model_ref(name: str, value: str) -> str:
     return value
 
 
+def deterministic_tag(device: str, deterministic: bool) -> str:
+    """The ``deterministic`` run tag: whether the run uses deterministic algorithms (always on CPU)."""
+    from iac.train.device import resolve_device, use_deterministic
+
+    return str(use_deterministic(resolve_device(device), deterministic)).lower()
+
+
 def git_commit() -> str | None:
-    """The project's git commit (None outside a checkout)."""
+    """The project's git commit; outside a checkout the image's ``$IAC_GIT_COMMIT`` (None when neither)."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10, check=True
         )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
-        return None
+        return os.environ.get("IAC_GIT_COMMIT", "").strip() or None
 
 
 def git_dirty() -> bool:
@@ -112,6 +133,56 @@ def git_dirty() -> bool:
         return bool(out.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         return False
+
+
+def local_store_path(uri: str) -> Path | None:
+    """The file or folder behind a local tracking store URI (``sqlite:///...``, ``file:...``, a path); None for a server or database."""
+    from urllib.parse import urlparse
+
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///") :].split("?", 1)[0]
+        return None if path in ("", ":memory:") else Path(path)
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(parsed.path)
+    if parsed.scheme:
+        return None
+    return Path(uri)
+
+
+def check_tracking_store(uri: str | None = None) -> None:
+    """Stop with one line when a local tracking store cannot be written (a read-only mount, another owner).
+
+    Probes by creating and removing a file beside the store and opening an existing
+    SQLite file for appending, so nothing of the store changes. Called before a step
+    opens its run, so a read-only store leaves no half-written run or output behind.
+
+    Raises:
+        click.ClickException: the store (or the folder it would be created in) is not writable.
+    """
+    import tempfile
+
+    import mlflow
+
+    uri = uri or mlflow.get_tracking_uri()
+    path = local_store_path(uri)
+    if path is None:
+        return
+    folder = path if path.is_dir() or not path.suffix else path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".iac-write-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+        if path.is_file():
+            with open(path, "ab"):
+                pass
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise click.ClickException(
+            f"the tracking store {uri} is not writable ({reason}: {err.filename or folder}); "
+            "mount it read-write, or set MLFLOW_TRACKING_URI to a writable store"
+        ) from err
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ import click
 
 from iac.commands.common import (
     build_config,
+    deterministic_tag,
     echo_done,
     optional,
     prepared_folder,
@@ -58,7 +59,7 @@ def _retrain(cfg: TrainConfig, extra_tags: dict[str, str] | None, resume_run: st
         "pretrained": pretrained or "",
         "genotype": genotype_uri,
         "cell_method": cell_tags.get("method"),
-        **point.tags(),
+    deterministic_tag,
         **(extra_tags or {}),
     }
     with step_run("retrain", tags, run_name=f"retrain-{cfg.skip}", system_metrics=True) as run:
@@ -166,6 +167,7 @@ def _register(run_id: str, state, net, data, backbone: str, model_tags: dict[str
 @click.option("--pretrained", default="", help="Registered U-Net to start from (models:/...).")
 @click.option("--resume", default="", help="Run id of an interrupted retrain to continue.")
 @click.option("--device", default="auto", show_default=True)
+@click.option("--deterministic", type=click.BOOL, default=False, show_default=True, help="Deterministic CUDA kernels, cuDNN autotuner off (true/false; CPU runs always are).")
 @click.option("--max-slices-per-epoch", default=0, show_default=True, type=int, help="Cap on slices per epoch (0 = all).")
 def retrain(**o: Any) -> None:
     """Train a U-Net with the chosen skip modules and register it."""
@@ -186,6 +188,7 @@ def retrain(**o: Any) -> None:
         pretrained=optional(o["pretrained"]),
         resume=optional(o["resume"]),
         device=o["device"],
+        deterministic=o["deterministic"],
         max_slices_per_epoch=o["max_slices_per_epoch"] or None,
     )
     prepared_folder("data", o["data"])  # after the values: a usage error names the first bad option

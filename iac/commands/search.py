@@ -31,6 +31,7 @@ from iac.commands.common import (
     optional,
     prepared_folder,
     setup_logging,
+    deterministic_tag,
     step_run,
     tracker_for,
 )
@@ -60,6 +61,7 @@ def _baseline(cfg: SearchConfig, tags: dict[str, str]) -> str:
         skip="identity",
         seed=cfg.seed,
         device=cfg.device,
+        deterministic=cfg.deterministic,
         max_slices_per_epoch=cfg.max_slices_per_epoch,
     )
     return run_retrain(tcfg, {k: v for k, v in tags.items() if k.startswith("iac_study")})["model_uri"]
@@ -102,6 +104,7 @@ def _search_step(cfg: SearchConfig, method: str, stability: StabilityConfig | No
         "seed": cfg.seed,
         "data_fingerprint": data.fingerprint,
         **point.tags(),
+        "deterministic": deterministic_tag(cfg.device, cfg.deterministic),
         **(extra_tags or {}),
     }
     with step_run(f"search_{method}", tags, run_name=f"search-{method}-s{cfg.seed}") as run:
@@ -359,6 +362,7 @@ def search_options(fn):
         click.option("--per-level", type=click.BOOL, default=False, show_default=True, help="One architecture per skip level (true/false)."),
         click.option("--seed", default=0, show_default=True, type=int),
         click.option("--device", default="auto", show_default=True),
+        click.option("--deterministic", type=click.BOOL, default=False, show_default=True, help="Deterministic CUDA kernels, cuDNN autotuner off (true/false; CPU runs always are)."),
         click.option("--max-slices-per-epoch", default=0, show_default=True, type=int, help="Cap on slices per epoch (0 = all)."),
         click.option("--check-every", default=50, show_default=True, type=int, help="Architecture steps between stability checks."),
         click.option("--reference-run", default="", help="A search_full run to compare speed and genotype with."),
@@ -403,6 +407,7 @@ def build_search_config(o: dict[str, Any]) -> SearchConfig:
         per_level=o["per_level"],
         seed=o["seed"],
         device=o["device"],
+        deterministic=o["deterministic"],
         resume=optional(o["resume"]),
         max_slices_per_epoch=o["max_slices_per_epoch"] or None,
         check_every=o["check_every"],

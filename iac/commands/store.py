@@ -59,13 +59,18 @@ def open_store(timeout: float | None = None) -> None:
 
     Raises:
         StoreLockedError: another process held the lock for longer.
+        click.ClickException: the store (or the folder it would be created in) is not writable.
     """
     import mlflow
     from filelock import FileLock, Timeout
 
+    from iac.commands.common import check_tracking_store
+
     uri, reg = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     if (uri, reg) in _ready:
         return
+    # A read-only store stops here with one line, before MLflow tries to create or upgrade it.
+    check_tracking_store(uri)
     wait = STORE_LOCK_TIMEOUT if timeout is None else timeout
     locks = [p for p in dict.fromkeys([store_lock_path(uri), store_lock_path(reg)]) if p is not None]
     held = []

@@ -330,10 +330,10 @@ def run_search(
     """
     from iac.eval.validate import validate_patient_dice
     from iac.train.checkpoint import load_checkpoint
-    from iac.train.device import seed_everything
+    from iac.train.device import seed_everything, use_deterministic
 
     tracker = tracker or Tracker()
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed, deterministic=use_deterministic(resolve_device(cfg.device), cfg.deterministic))
     state = SearchState(cfg, unet, data, policy)
     if resume_from is not None:
         state.load_state_dict(load_checkpoint(resume_from))

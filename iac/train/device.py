@@ -56,10 +56,7 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
                 )
             index = int(suffix)
         if not torch.cuda.is_available():
-            raise RuntimeError(
-                f"device {spec!r} requested but CUDA is not available in this PyTorch "
-                f"(torch {torch.__version__}); use device='cpu' or 'auto'"
-            )
+            raise RuntimeError(cuda_unavailable_reason(spec))
         count = torch.cuda.device_count()
         if index is not None and index >= count:
             raise RuntimeError(
@@ -70,21 +67,99 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     raise ValueError(f"unknown device {spec!r}; valid: {', '.join(DEVICE_CHOICES)}")
 
 
-def seed_everything(seed: int, deterministic: bool = True) -> None:
-    """Seed Python ``random``, NumPy and PyTorch (all devices).
+# Oldest Linux NVIDIA driver of each CUDA major release (NVIDIA's CUDA compatibility table).
+MIN_DRIVER = {"11": "450.80.02", "12": "525.60.13", "13": "580.65.06"}
+
+
+def cuda_unavailable_reason(spec: str) -> str:
+    """One line saying why CUDA cannot be used here and what to do: a CPU-only PyTorch, no GPU, or a driver too old."""
+    build = torch.version.cuda
+    init_error = ""
+    if build is not None:
+        try:
+            torch.cuda.init()  # raises with PyTorch's own reason where is_available() only warns
+        except (RuntimeError, AssertionError) as err:
+            init_error = str(err)
+    return describe_cuda_failure(spec, torch.__version__, build, init_error, driver_versions())
+
+
+def driver_versions() -> tuple[str, str] | None:
+    """``(driver version, newest CUDA it supports)`` from NVML (``nvidia-ml-py``); None without a driver or NVML."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            driver = pynvml.nvmlSystemGetDriverVersion()
+            cuda = pynvml.nvmlSystemGetCudaDriverVersion()  # e.g. 12040 for CUDA 12.4
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001 - no module, no library, no driver: NVML raises its own error classes
+        return None
+    driver = driver.decode() if isinstance(driver, bytes) else str(driver)
+    return driver, f"{cuda // 1000}.{cuda % 1000 // 10}"
+
+
+def _major_minor(version: str) -> tuple[int, int]:
+    parts = [int(p) for p in version.split(".")[:2] if p.isdigit()]
+    return (parts + [0, 0])[0], (parts + [0, 0])[1]
+
+
+def describe_cuda_failure(
+    spec: str, torch_version: str, build_cuda: str | None, init_error: str, driver: tuple[str, str] | None
+) -> str:
+    """The one-line error for ``device=spec`` when CUDA is unavailable (a pure function of what was found).
 
     Args:
-        seed: The seed (any integer; reduced modulo 2**32 for NumPy).
-        deterministic: Also ask PyTorch for deterministic algorithms and turn
-            off the cuDNN autotuner. Training passes ``True`` on CPU, where it
-            costs nothing and makes resumed runs bit-identical; on CUDA the
-            autotuner is worth more than bitwise reproducibility.
+        spec: The requested device (``"cuda"``, ``"cuda:1"``).
+        torch_version: ``torch.__version__``.
+        build_cuda: ``torch.version.cuda`` (None for a CPU-only build).
+        init_error: The message of ``torch.cuda.init()`` ("" if it did not raise).
+        driver: ``(driver version, newest CUDA it supports)`` from NVML, or None.
     """
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)  # also seeds every CUDA device
-    if deterministic:
-        # Required by deterministic cuBLAS should the same process use CUDA.
+    if build_cuda is None:
+        return (
+            f"device {spec!r}: this PyTorch ({torch_version}) is a CPU-only build; "
+            "use device=cpu or auto, or run the CUDA build (the Docker image, or torch from requirements.lock on a GPU host)"
+        )
+    need = MIN_DRIVER.get(build_cuda.split(".")[0])
+    text = init_error.lower()
+    too_old = "too old" in text or "insufficient" in text
+    if driver is not None and _major_minor(driver[1]) < _major_minor(build_cuda):
+        too_old = True
+    if too_old:
+        found = f"driver {driver[0]} supports CUDA up to {driver[1]}" if driver else "the NVIDIA driver is older"
+        return (
+            f"device {spec!r}: this PyTorch ({torch_version}) is built for CUDA {build_cuda} but {found}; "
+            f"update the NVIDIA driver{f' to {need} or newer' if need else ''}, or use device=cpu"
+        )
+    if driver is None or "no nvidia driver" in text or "no cuda gpus" in text:
+        return (
+            f"device {spec!r}: no NVIDIA GPU is visible to this process (no driver, or a container started without "
+            "`--gpus all` and the NVIDIA Container Toolkit); use device=cpu or auto"
+        )
+    reason = init_error.strip().splitlines()[0] if init_error.strip() else "torch.cuda.is_available() is False"
+    return f"device {spec!r}: CUDA is not usable here ({reason}); use device=cpu or auto"
+
+
+def use_deterministic(device: torch.device, deterministic: bool) -> bool:
+    """Whether a run uses deterministic algorithms: always on CPU (it costs nothing there), on CUDA when asked."""
+    return bool(deterministic) or device.type == "cpu"
+
+
+def set_deterministic(on: bool) -> None:
+    """Ask PyTorch for deterministic algorithms (``on``) or for the fastest ones.
+
+    On: ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (deterministic cuBLAS; must be set before
+    the first cuBLAS call of the process, so it is kept when already set),
+    ``torch.use_deterministic_algorithms(True, warn_only=True)``, cuDNN deterministic
+    and its autotuner off. An operation with no deterministic CUDA kernel (PyTorch
+    lists them under ``torch.use_deterministic_algorithms``; here the cross-entropy's
+    NLLLoss and the backward of bilinear resizing) warns once and stays
+    nondeterministic instead of failing the run; see README, "Reproducibility".
+    Off: cuDNN's autotuner picks the fastest kernels (not bitwise reproducible).
+    """
+    if on:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True
@@ -93,6 +168,23 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.deterministic = False
         torch.backends.cudnn.benchmark = True
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed Python ``random``, NumPy and PyTorch (all devices).
+
+    Args:
+        seed: The seed (any integer; reduced modulo 2**32 for NumPy).
+        deterministic: Also ask PyTorch for deterministic algorithms and turn
+            off the cuDNN autotuner (:func:`set_deterministic`). Training and
+            search pass :func:`use_deterministic`: always on CPU, where it costs
+            nothing and makes resumed runs bit-identical; on CUDA only with the
+            ``deterministic`` switch, since the autotuner is faster.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    set_deterministic(deterministic)
 
 
 def amp_enabled(device: torch.device, amp: bool) -> bool:

@@ -30,7 +30,14 @@ from iac.faults import fault_point
 from iac.tracking import Tracker
 from iac.train.augment import reseed_augment
 from iac.train.checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
-from iac.train.device import make_grad_scaler, resolve_device, seed_everything, to_channels_last
+from iac.train.device import (
+    make_grad_scaler,
+    resolve_device,
+    seed_everything,
+    set_deterministic,
+    to_channels_last,
+    use_deterministic,
+)
 from iac.train.loader import make_loader
 from iac.train.losses import make_loss
 from iac.train.steps import (
@@ -134,6 +141,8 @@ class Trainer:
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (or a torch.device).
         amp: Mixed precision on CUDA (ignored on CPU).
         channels_last: Channels-last on CUDA (ignored on CPU).
+        deterministic: Deterministic CUDA kernels and no cuDNN autotuner
+            (:func:`iac.train.device.set_deterministic`); CPU runs always are.
         num_workers: DataLoader workers.
         val_every: Validate every N epochs (and always after the last one).
         max_slices_per_epoch: Random subset of slices per epoch (``None``: all).
@@ -161,6 +170,7 @@ class Trainer:
         device: str | torch.device = "auto",
         amp: bool = True,
         channels_last: bool = True,
+        deterministic: bool = False,
         num_workers: int = 0,
         val_every: int = 1,
         max_slices_per_epoch: int | None = None,
@@ -179,6 +189,7 @@ class Trainer:
         self.lr_schedule, self.min_lr = lr_schedule, float(min_lr)
         self.batch_size, self.seed = int(batch_size), int(seed)
         self.amp, self.channels_last = bool(amp), bool(channels_last)
+        self.deterministic = use_deterministic(self.device, deterministic)
         self.num_workers, self.val_every = int(num_workers), int(val_every)
         self.max_slices_per_epoch = max_slices_per_epoch
         self.validate, self.tracker = validate, tracker or Tracker()
@@ -217,6 +228,7 @@ class Trainer:
             epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, lr_schedule=cfg.lr_schedule,
             min_lr=getattr(cfg, "min_lr", 0.0), batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device,
             amp=cfg.amp, channels_last=cfg.channels_last, num_workers=cfg.num_workers, val_every=cfg.val_every,
+            deterministic=getattr(cfg, "deterministic", False),
             max_slices_per_epoch=cfg.max_slices_per_epoch,
         )
         settings.update(kwargs)
@@ -312,8 +324,9 @@ class Trainer:
             if path.is_dir():
                 path = path / LAST_CHECKPOINT
             self.load_state_dict(load_checkpoint(path))
+            set_deterministic(self.deterministic)  # the RNG states come from the checkpoint
         else:
-            seed_everything(self.seed, deterministic=self.device.type == "cpu")
+            seed_everything(self.seed, deterministic=self.deterministic)
             self.generator.manual_seed(self.seed)
             n_all = sum(p.numel() for p in self.model.parameters())
             n_train = sum(p.numel() for p in self.model.parameters() if p.requires_grad)

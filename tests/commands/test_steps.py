@@ -66,6 +66,16 @@ def test_retrain_registers_unet_with_tags(chain):
     assert 0.0 <= float(ref.tags["val_dice"]) <= 1.0
 
 
+def test_runs_record_whether_they_were_deterministic(chain):
+    """The `deterministic` switch is a parameter and a tag; on CPU the runs always are."""
+    import mlflow
+
+    for step in ("baseline", "full", "lth"):
+        run = mlflow.get_run(chain[step]["run_id"])
+        assert run.data.tags["deterministic"] == "true", step
+        assert "deterministic" in run.data.params, step
+
+
 def test_evaluate_writes_per_case_and_copies_tags(chain):
     import mlflow
 

@@ -49,5 +49,25 @@ def test_package_edits_change_the_version_and_committing_them_keeps_it_changed(c
     assert code_version(checkout) != committed
 
 
-def test_outside_a_checkout_the_release_version_is_used(tmp_path: Path) -> None:
-    assert code_version(tmp_path).startswith("release-")
+def test_outside_a_checkout_the_version_is_a_hash_of_the_package_files(checkout: Path, monkeypatch) -> None:
+    monkeypatch.delenv("IAC_GIT_COMMIT", raising=False)
+    import shutil
+
+    shutil.rmtree(checkout / ".git")  # as in the Docker image (.dockerignore leaves .git out)
+    before = code_version(checkout)
+    assert before.startswith("files-")
+    (checkout / "docs" / "notes.md").write_text("second\n")
+    assert code_version(checkout) == before
+    (checkout / "iac" / "step.py").write_text("X = 2\n")
+    assert code_version(checkout) != before
+
+
+def test_the_image_commit_is_part_of_the_version(checkout: Path, monkeypatch) -> None:
+    import shutil
+
+    shutil.rmtree(checkout / ".git")
+    monkeypatch.setenv("IAC_GIT_COMMIT", "0123456789abcdef0123")
+    version = code_version(checkout)
+    assert version.startswith("commit-0123456789ab+files-")
+    monkeypatch.setenv("IAC_GIT_COMMIT", "fedcba9876543210fedc")
+    assert code_version(checkout) != version
