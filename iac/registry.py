@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -31,6 +32,14 @@ UNET_PREFIX = "iac-unet"
 CELL_PREFIX = "iac-cell"
 CHAMPION = "champion"
 _PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# MLflow 3 logged-model ids (``m-`` and 32 hex digits), the form ``models:/<model_id>`` names.
+_MODEL_ID = re.compile(r"m-[0-9a-f]{32}")
+# Logged-model tag where MLflow lists the registered versions made from it.
+_MODEL_VERSIONS_TAG = "mlflow.modelVersions"
+# Longest genotype JSON kept in the ``genotype_json`` version tag: the value limit of
+# MLflow's file store and of older tracking servers (the SQL store takes more). A longer
+# genotype is stored whole in the cell model's ``genotype.json`` only.
+GENOTYPE_TAG_LIMIT = 5000
 
 
 def unet_model_name(dataset: str, backbone: str) -> str:
@@ -65,9 +74,15 @@ class ModelRef:
 
 
 def parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
-    """Split ``models:/name/N`` or ``models:/name@alias`` into (name, version, alias)."""
+    """Split ``models:/name/N``, ``models:/name@alias`` or ``models:/<model_id>`` into (name, version, alias).
+
+    A model id (MLflow 3's ``m-...``, the ``model_id`` of a logged model) comes
+    back as ``(model_id, None, None)``; :func:`is_model_id_uri` tells it apart.
+    """
     if not uri.startswith("models:/"):
-        raise ValueError(f"not a registry URI: {uri!r} (expected models:/name/N or models:/name@alias)")
+        raise ValueError(
+            f"not a registry URI: {uri!r} (expected models:/name/N, models:/name@alias or models:/<model_id>)"
+        )
     rest = uri[len("models:/") :].strip("/")
     if "@" in rest:
         name, alias = rest.split("@", 1)
@@ -75,13 +90,30 @@ def parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
     if "/" in rest:
         name, version = rest.rsplit("/", 1)
         return name, version, None
-    raise ValueError(f"registry URI {uri!r} names no version or alias (use models:/{rest}/1 or models:/{rest}@champion)")
+    if _MODEL_ID.fullmatch(rest):
+        return rest, None, None
+    raise ValueError(
+        f"registry URI {uri!r} names no version, alias or model id "
+        f"(use models:/{rest}/1, models:/{rest}@champion or models:/m-<id>)"
+    )
+
+
+def is_model_id_uri(uri: str) -> bool:
+    """True for ``models:/<model_id>`` (a logged model named by its id)."""
+    rest = uri[len("models:/") :].strip("/") if uri.startswith("models:/") else ""
+    return bool(_MODEL_ID.fullmatch(rest))
 
 
 def resolve(uri: str) -> ModelRef:
-    """Resolve a ``models:/`` URI to its model version, with a clear error when missing."""
+    """Resolve a ``models:/`` URI to its model version, with a clear error when missing.
+
+    ``models:/<model_id>`` resolves to the newest registered version of that
+    logged model.
+    """
     from mlflow.exceptions import MlflowException
 
+    if is_model_id_uri(uri):
+        return _resolve_model_id(uri)
     name, version, alias = parse_models_uri(uri)
     client = _client()
     try:
@@ -94,6 +126,25 @@ def resolve(uri: str) -> ModelRef:
         hint = f"known versions: {versions}" if versions else f"no registered model named {name!r}"
         raise ValueError(f"cannot resolve {uri!r}: {hint}") from e
     return ModelRef(name=mv.name, version=str(mv.version), tags=dict(mv.tags), source=mv.source, run_id=mv.run_id)
+
+
+def _resolve_model_id(uri: str) -> ModelRef:
+    """The newest registered version of the logged model ``models:/<model_id>``."""
+    from mlflow.exceptions import MlflowException
+
+    model_id = uri[len("models:/") :].strip("/")
+    client = _client()
+    try:
+        logged = client.get_logged_model(model_id)
+    except MlflowException as e:
+        raise ValueError(f"cannot resolve {uri!r}: no logged model with id {model_id!r}") from e
+    registered = json.loads(logged.tags.get(_MODEL_VERSIONS_TAG, "[]") or "[]")
+    if not registered:
+        raise ValueError(
+            f"cannot resolve {uri!r}: logged model {model_id!r} (run {logged.source_run_id}) is not registered"
+        )
+    last = registered[-1]
+    return resolve(f"models:/{last['name']}/{last['version']}")
 
 
 def set_version_tags(name: str, version: str, tags: dict[str, Any]) -> None:
@@ -145,32 +196,12 @@ def register_unet(
 
 
 def _log_unet(weights: Path, cfg_path: Path, name: str):
-    import warnings
-
-    with warnings.catch_warnings():
-        # The pyfunc takes several input kinds (path, dict, DataFrame); it validates them itself.
-        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
-        return _log_pyfunc(weights, cfg_path, name)
-
-
-def pip_requirements() -> list[str]:
-    """The project's own dependencies, recorded with the model.
-
-    Given explicitly so MLflow does not infer them by importing the model in a
-    subprocess (seconds per registration).
-    """
-    from importlib.metadata import PackageNotFoundError, requires
-
-    try:
-        reqs = [r for r in (requires("iac-lth") or []) if "extra ==" not in r]
-    except PackageNotFoundError:
-        reqs = []
-    return reqs or ["torch", "mlflow", "monai", "SimpleITK", "numpy", "safetensors"]
-
-
-def _log_pyfunc(weights: Path, cfg_path: Path, name: str):
     import mlflow
 
+    from iac.serving import signature_and_example
+
+    config = json.loads(cfg_path.read_text())
+    signature, example = signature_and_example(config)
     return mlflow.pyfunc.log_model(
         pip_requirements=pip_requirements(),
         name="model",
@@ -178,7 +209,51 @@ def _log_pyfunc(weights: Path, cfg_path: Path, name: str):
         artifacts={"weights": str(weights), "config": str(cfg_path)},
         code_paths=[str(_PROJECT_ROOT / "iac")],
         registered_model_name=name,
+        signature=signature,
+        input_example=example,
+        model_config={"device": "auto"},
     )
+
+
+def pip_requirements() -> list[str]:
+    """The project's dependencies pinned to the versions installed now (at training time).
+
+    Read from the project's ``pyproject.toml`` (or the installed package's
+    metadata), optional extras left out. A local version label is dropped
+    (``torch==2.13.0``, not ``2.13.0+cpu``), so a GPU host installs its own
+    build of the same release. Given explicitly, so MLflow does not infer them
+    by importing the model in a subprocess (seconds per registration).
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.requirements import Requirement
+
+    pinned = []
+    for text in _declared_requirements():
+        req = Requirement(text)
+        if req.marker is not None and "extra" in str(req.marker):
+            continue
+        try:
+            installed = version(req.name)
+        except PackageNotFoundError:
+            pinned.append(text)
+            continue
+        pinned.append(f"{req.name}=={installed.split('+', 1)[0]}")
+    return pinned or ["torch", "mlflow", "monai", "SimpleITK", "numpy", "safetensors"]
+
+
+def _declared_requirements() -> list[str]:
+    """``[project].dependencies`` of the project's pyproject.toml, else the installed package's."""
+    import tomllib
+    from importlib.metadata import PackageNotFoundError, requires
+
+    pyproject = _PROJECT_ROOT / "pyproject.toml"
+    if pyproject.is_file():
+        return list(tomllib.loads(pyproject.read_text()).get("project", {}).get("dependencies", []))
+    try:
+        return list(requires("iac-lth") or [])
+    except PackageNotFoundError:
+        return []
 
 
 def download_model_files(uri: str, dst: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
