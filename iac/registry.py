@@ -6,10 +6,16 @@ Two families of registered models:
   from code (``iac/serving_model.py``) with safetensors weights and a JSON
   config; version tags ``skip``, ``seed``, ``val_dice``, ``data_fingerprint``,
   ``pretrained`` and, for ``skip=iac``, ``genotype``.
-- ``iac-cell-<dataset>-<backbone>``: discretised genotypes; each version's
-  source is the search run's ``genotype`` artifact folder and its tags carry
-  ``method``, ``search_seconds``, ``epochs_run``, ``seed``,
-  ``data_fingerprint``, ``pretrained``, ``genotype_json`` and later ``val_dice``.
+- ``iac-cell-<dataset>-<backbone>``: discretised genotypes; each version is a
+  small pyfunc model from code (``iac/cell_serving_model.py``) holding
+  ``genotype.json`` and the cell diagram (loading gives the genotype,
+  ``predict`` its JSON); its tags carry ``method``, ``search_seconds``,
+  ``epochs_run``, ``seed``, ``data_fingerprint``, ``pretrained``,
+  ``genotype_json`` (when it fits a tag) and later ``val_dice``.
+
+Model references: ``models:/<name>/<version>``, ``models:/<name>@<alias>``
+and ``models:/<model_id>`` (MLflow 3's logged-model id; it resolves to the
+newest registered version made from that model).
 
 Champion lookup: alias ``champion`` goes to the best ``val_dice`` among the
 versions that share the ``data_fingerprint`` of the version just scored, and
@@ -71,6 +77,11 @@ class ModelRef:
     @property
     def uri(self) -> str:
         return f"models:/{self.name}/{self.version}"
+
+    @property
+    def model_id(self) -> str | None:
+        """The logged model's id (MLflow 3 records it as the version's ``models:/<model_id>`` source)."""
+        return self.source[len("models:/") :] if is_model_id_uri(self.source or "") else None
 
 
 def parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
@@ -290,31 +301,81 @@ def load_unet(uri: str, device: str = "cpu"):
 # ------------------------------------------------------------------ genotypes
 
 
-def register_genotype(run_id: str, artifact_uri: str, genotype_json: str, name: str, tags: dict[str, Any]) -> ModelRef:
-    """Register a genotype logged by a search run as a new version of ``name``.
+def register_genotype(
+    run_id: str, genotype_json: str, name: str, tags: dict[str, Any], diagram: str | Path | None = None
+) -> ModelRef:
+    """Log a genotype as a small pyfunc model in ``run_id`` and register it as a new version of ``name``.
+
+    The model (``iac/cell_serving_model.py``) holds ``genotype.json`` and, when
+    given, the cell diagram; loading it gives the genotype, ``predict`` its
+    JSON. The JSON is also the version tag ``genotype_json`` when it fits
+    :data:`GENOTYPE_TAG_LIMIT`; a longer genotype lives whole in the model only
+    (tag ``genotype_chars`` gives its length either way).
 
     Args:
         run_id: the search run.
-        artifact_uri: URI of the run's ``genotype`` artifact folder (the version's source).
-        genotype_json: the genotype's JSON text (also stored as tag ``genotype_json``).
+        genotype_json: the genotype's canonical JSON text.
         name: registered-model name (see :func:`cell_model_name`).
         tags: other version tags (``method``, ``search_seconds``, ...).
+        diagram: a PNG of the cell (:func:`iac.nas.diagram.cell_figure`), stored with the model.
     """
+    import mlflow
     from mlflow.exceptions import MlflowException
+
+    from iac.cell_serving import DIAGRAM_ARTIFACT, GENOTYPE_ARTIFACT
 
     client = _client()
     try:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description="IAC cells (genotypes) searched on this dataset and backbone")
+    with tempfile.TemporaryDirectory() as tmp:
+        geno_path = Path(tmp) / "genotype.json"
+        geno_path.write_text(genotype_json)
+        artifacts = {GENOTYPE_ARTIFACT: str(geno_path)}
+        if diagram is not None:
+            artifacts[DIAGRAM_ARTIFACT] = str(diagram)
+        kwargs = dict(
+            name="cell",
+            python_model=str(_PROJECT_ROOT / "iac" / "cell_serving_model.py"),
+            artifacts=artifacts,
+            code_paths=[str(_PROJECT_ROOT / "iac")],
+            pip_requirements=pip_requirements(),
+            registered_model_name=name,
+        )
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == run_id:
+            info = mlflow.pyfunc.log_model(**kwargs)
+        else:
+            with mlflow.start_run(run_id=run_id):
+                info = mlflow.pyfunc.log_model(**kwargs)
+    version = str(info.registered_model_version)
     all_tags = {k: str(v) for k, v in tags.items()}
-    all_tags["genotype_json"] = genotype_json
-    mv = client.create_model_version(name, source=artifact_uri, run_id=run_id, tags=all_tags)
-    return ModelRef(name=mv.name, version=str(mv.version), tags=dict(mv.tags), source=mv.source, run_id=mv.run_id)
+    all_tags["genotype_chars"] = str(len(genotype_json))
+    if len(genotype_json) <= GENOTYPE_TAG_LIMIT:
+        all_tags["genotype_json"] = genotype_json
+    set_version_tags(name, version, all_tags)
+    return resolve(f"models:/{name}/{version}")
+
+
+def _model_genotype_json(uri: str) -> str:
+    """The ``genotype.json`` stored in a registered cell model."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+        found = next(local.rglob("genotype.json"), None)
+        if found is None:
+            raise ValueError(f"{uri!r} holds no genotype.json: is it a registered cell ({CELL_PREFIX}-...)?")
+        return found.read_text()
 
 
 def load_genotype_json(ref: str) -> tuple[str, dict[str, str]]:
     """Genotype JSON text from ``models:/...``, ``runs:/...`` or a file path (no code executed).
+
+    ``models:/`` takes ``name/N``, ``name@alias`` and ``<model_id>``; the JSON
+    comes from the version's ``genotype_json`` tag or, for a genotype too long
+    for a tag, from the model's ``genotype.json``.
 
     Returns:
         (JSON text, the model version's tags or ``{}``)
@@ -323,9 +384,11 @@ def load_genotype_json(ref: str) -> tuple[str, dict[str, str]]:
 
     if ref.startswith("models:/"):
         mv = resolve(ref)
-        if "genotype_json" not in mv.tags:
-            raise ValueError(f"{ref!r} carries no genotype_json tag: is it a registered cell ({CELL_PREFIX}-...)?")
-        return mv.tags["genotype_json"], mv.tags
+        if "genotype_json" in mv.tags:
+            return mv.tags["genotype_json"], mv.tags
+        if "genotype_chars" not in mv.tags:
+            raise ValueError(f"{ref!r} carries no genotype: is it a registered cell ({CELL_PREFIX}-...)?")
+        return _model_genotype_json(mv.uri), mv.tags
     if ref.startswith("runs:/"):
         run_id, _, path = ref[len("runs:/") :].partition("/")
         path = path.strip("/") or "genotype"
@@ -337,6 +400,13 @@ def load_genotype_json(ref: str) -> tuple[str, dict[str, str]]:
     if not path.is_file():
         raise ValueError(f"genotype {ref!r}: no such file (give a models:/ URI, runs:/ URI or a genotype.json path)")
     return path.read_text(), {}
+
+
+def load_cell(ref: str):
+    """The :class:`iac.nas.genotype.Genotype` of a registered cell (or ``runs:/`` / file), validated."""
+    from iac.nas.genotype import Genotype
+
+    return Genotype.from_json(load_genotype_json(ref)[0])
 
 
 # ------------------------------------------------------------------ champions

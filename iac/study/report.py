@@ -1,7 +1,7 @@
 """The per-study report of ``main``: a Markdown page with its figures.
 
 Gathers the stats tables and plots, the search-time comparison, the found
-genotypes and each search's operation-weight trajectories, JS curves and
+genotypes with their cell diagrams and each search's operation-weight trajectories, JS curves and
 pruning timeline from the child runs' artifacts, writes them to
 ``<report_dir>/<dataset>-<study run>/report.md`` and logs that folder as the
 ``report`` artifact of the ``main`` run.
@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from iac.config import Budget, MainConfig
+
+# File name of a search run's cell diagram under ``plots/`` (iac.commands.search.CELL_DIAGRAM).
+CELL_DIAGRAM_NAME = "cell.png"
 from iac.tracking import Tracker
 
 
@@ -51,6 +54,7 @@ def write_report(
         *_dice_section(outputs.get("evaluations", {})),
         *_stats_section(outputs.get("stats", {}), folder),
         *_search_time_section(cfg.seeds, searches, folder),
+        *_cells_section(searches, folder),
         *_trajectory_sections(searches, folder),
         *_models_and_steps(outputs.get("models", {}), steps),
     ]
@@ -166,8 +170,24 @@ def _trajectory_sections(searches: dict[str, dict], folder: Path) -> list[str]:
             agreement = m.get("genotype_agreement", float("nan"))
             lines += [f"speed-up over the full search {m['speedup_vs_full']:.2f}x; genotype agreement {agreement:.2f}", ""]
         for png in sorted(got.glob("*.png")):
-            lines += [f"![{key} {png.stem}](figures/{key}/plots/{png.name})", ""]
+            if png.name != CELL_DIAGRAM_NAME:  # shown in the cells section
+                lines += [f"![{key} {png.stem}](figures/{key}/plots/{png.name})", ""]
     return lines
+
+
+def _cells_section(searches: dict[str, dict], folder: Path) -> list[str]:
+    """The diagram of every found cell (full, LTH and random, per seed) with its registered version."""
+    lines: list[str] = []
+    for key, out in searches.items():
+        if not out.get("run_id"):
+            continue
+        got = _download(out["run_id"], f"plots/{CELL_DIAGRAM_NAME}", folder / "figures" / "cells" / key)
+        if not (got and got.is_file()):
+            continue
+        rel = got.relative_to(folder).as_posix()
+        lines += [f"### {key}: `{out.get('cell_uri', '')}`", "", f"`{out.get('genotype', '')}`", "",
+                  f"![cell {key}]({rel})", ""]
+    return ["## Cells", "", *lines] if lines else []
 
 
 def _models_and_steps(models: dict[str, str], steps: list[dict[str, Any]]) -> list[str]:
