@@ -96,7 +96,10 @@ def check_fraction(field: str, value: float, closed_low: bool = True) -> None:
 
 def _check_model_uri(field: str, value: str | None) -> None:
     if value and not str(value).startswith(("models:/", "runs:/")):
-        raise ConfigError(field, f"{value!r} is not a model URI (models:/name/N, models:/name@alias or runs:/<run id>/model)")
+        raise ConfigError(
+            field,
+            f"{value!r} is not a model URI (models:/name/N, models:/name@alias, models:/<model_id> or runs:/<run id>/model)",
+        )
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -506,3 +509,27 @@ class MainConfig:
             check_positive(name, getattr(self, name), optional=True)
         check_positive("warmup_epochs", self.warmup_epochs, allow_zero=True, optional=True)
 assert tuple(BUDGETS) == BUDGET_NAMES, "BUDGET_NAMES must list the BUDGETS presets"
+
+
+# Label file endings ``predict`` can write (SimpleITK picks the writer by the ending).
+LABEL_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd")
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """Settings of ``predict``: segment raw, unlabelled images with a registered U-Net."""
+
+    model: str = ""  # models:/name@alias, models:/name/N, models:/<model_id> or runs:/id/model
+    inputs: tuple[Path, ...] = ()  # folders of images and/or image files
+    out: Path = Path("predictions")  # one label file per image goes here
+    suffix: str = ".nii.gz"  # the label files' ending (format)
+    device: str = "auto"  # the model's device (its `device` model config)
+    strict: bool = False  # stop at the first image that cannot be segmented (default: list it, go on)
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ConfigError("model", "give the U-Net to predict with (models:/iac-unet-<dataset>-<backbone>@champion)")
+        _check_model_uri("model", self.model)
+        if not self.inputs:
+            raise ConfigError("inputs", "give a folder of images or image files")
+        check_one_of("suffix", self.suffix, LABEL_ENDINGS)

@@ -79,10 +79,11 @@ def prepared_folder(name: str, value: str) -> Path:
 
 
 def model_ref(name: str, value: str) -> str:
-    """A model reference: models:/name/N, models:/name@alias or runs:/id/path."""
+    """A model reference: models:/name/N, models:/name@alias, models:/<model_id> or runs:/id/path."""
     if not value.startswith(("models:/", "runs:/")):
         raise click.BadParameter(
-            f"{value!r} is not a model URI (expected models:/name/N, models:/name@alias or runs:/<run id>/model)",
+            f"{value!r} is not a model URI (expected models:/name/N, models:/name@alias, models:/<model_id> "
+            "or runs:/<run id>/model)",
             param_hint=f"--{name}",
         )
     return value
@@ -178,3 +179,18 @@ def download_checkpoint(run_id: str | None, dst: Path) -> Path | None:
     except Exception as e:  # noqa: BLE001 - MLflow raises several types for a missing artifact
         raise click.ClickException(f"run {run_id} has no {CHECKPOINT_ARTIFACT} to resume from ({e})") from e
     return Path(local)
+
+
+def log_dataset_input(folder: Path, name: str, digest: str, context: str) -> None:
+    """Log a folder as the active run's dataset input with its ``context`` (training, search, evaluation, ...)."""
+    import warnings
+
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    with warnings.catch_warnings():
+        # Several registered local sources match a plain folder; they are equivalent.
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(str(Path(folder).resolve()))
+    mlflow.log_input(MetaDataset(source=source, name=name, digest=digest[:36]), context=context)
