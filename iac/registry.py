@@ -420,18 +420,57 @@ def _float_tag(tags: dict[str, str], key: str) -> float | None:
     return None if math.isnan(v) else v
 
 
-def update_champion(name: str, fingerprint: str) -> ModelRef | None:
+def update_champion(name: str, fingerprint: str, max_rounds: int = 20) -> ModelRef | None:
     """Point ``champion`` (and ``champion-<fp8>``) at the best ``val_dice`` of one fingerprint.
 
-    Ties go to the older version (the first to reach that score).
+    Ties go to the older version (the first to reach that score). Safe when
+    several processes score versions at once: it re-reads the registry after
+    every alias move and moves again until a read finds the aliases on the best
+    version, so the last writer always leaves them right (a move computed from
+    a stale read is corrected by its own check). Idempotent: with the aliases
+    already right it writes nothing.
     """
-    best = best_version(name, fingerprint=fingerprint)
-    if best is None:
-        return None
     client = _client()
-    client.set_registered_model_alias(name, CHAMPION, best.version)
-    client.set_registered_model_alias(name, f"{CHAMPION}-{fingerprint[:8]}", best.version)
-    return best
+    aliases = (CHAMPION, f"{CHAMPION}-{fingerprint[:8]}")
+    for _ in range(max_rounds):
+        best = best_version(name, fingerprint=fingerprint)
+        if best is None:
+            return None
+        wrong = [a for a in aliases if _alias_version(name, a) != best.version]
+        if not wrong:
+            return best
+        for alias in wrong:
+            client.set_registered_model_alias(name, alias, best.version)
+    raise RuntimeError(f"{name}: the champion alias kept moving for {max_rounds} rounds (concurrent updates?)")
+
+
+def _alias_version(name: str, alias: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(_client().get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def record_validation(cell_uri: str, val_dice: float, model_uri: str, fingerprint: str | None = None) -> ModelRef | None:
+    """Write a cell's validation Dice back to its version and move the champion, as one idempotent update.
+
+    Tags ``val_dice`` and ``val_dice_model`` are written only when they change;
+    then :func:`update_champion` settles the aliases of the cell's
+    ``data_fingerprint`` (``fingerprint`` when the version has none). Two
+    evaluations recording at once leave the champion on the better cell.
+
+    Returns:
+        The champion after the update (None when no version of that fingerprint has a val_dice).
+    """
+    cell = resolve(cell_uri)
+    tags = {"val_dice": f"{val_dice:.6f}", "val_dice_model": model_uri}
+    changed = {k: v for k, v in tags.items() if cell.tags.get(k) != v}
+    if changed:
+        set_version_tags(cell.name, cell.version, changed)
+    fp = cell.tags.get("data_fingerprint") or fingerprint
+    return update_champion(cell.name, fp) if fp else None
 
 
 def versions(name: str) -> list[ModelRef]:

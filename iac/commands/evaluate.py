@@ -95,9 +95,7 @@ def run_evaluate(cfg: EvalConfig, extra_tags: dict[str, str] | None = None) -> d
         dice = result.aggregates["dice_patient_mean_fg"]
         # Validation Dice of a retrained cell goes back to the cell's version.
         if cfg.split == "val" and mtags.get("skip") == "iac" and mtags.get("genotype", "").startswith("models:/"):
-            cell = registry.resolve(mtags["genotype"])
-            registry.set_version_tags(cell.name, cell.version, {"val_dice": f"{dice:.6f}", "val_dice_model": cfg.model})
-            registry.update_champion(cell.name, cell.tags.get("data_fingerprint", data.fingerprint))
+            registry.record_validation(mtags["genotype"], dice, cfg.model, data.fingerprint)
         outputs = {
             "run_id": run.info.run_id, "dice": dice, "nsd": result.aggregates["nsd_patient_mean_fg"],
             "split": cfg.split, "method": tags["method"],
