@@ -129,14 +129,19 @@ def step_run(
     Under ``mlflow run`` the run already exists (``MLFLOW_RUN_ID``) and is
     resumed; otherwise a new run starts in ``experiment`` (or the active/default
     one). A nested call inside an active run (the ``main`` pipeline calling steps
-    directly) starts a child run. The run ends FAILED when the step raises.
+    directly) starts a child run in the parent's experiment. The run ends
+    FAILED when the step raises. ``system_metrics`` records CPU, memory and GPU
+    use (MLflow's system metrics) for the long steps.
     """
     import mlflow
 
     if experiment and not os.environ.get("MLFLOW_RUN_ID"):
         mlflow.set_experiment(experiment)
-    nested = mlflow.active_run() is not None
+    parent = mlflow.active_run()
+    nested = parent is not None
     kwargs: dict[str, Any] = {"run_name": run_name, "nested": nested, "log_system_metrics": system_metrics}
+    if nested:
+        kwargs["experiment_id"] = parent.info.experiment_id  # children stay with their parent
     if run_id:
         kwargs = {"run_id": run_id, "log_system_metrics": system_metrics, "nested": nested}
     with mlflow.start_run(**kwargs) as run:

@@ -12,6 +12,7 @@ import click
 from iac.commands.common import (
     build_config,
     echo_done,
+    log_dataset_input,
     optional,
     prepared_folder,
     setup_logging,
@@ -79,8 +80,9 @@ def run_evaluate(cfg: EvalConfig, extra_tags: dict[str, str] | None = None) -> d
         )
     tags = _run_tags(cfg, data, config, mtags, trained_fp, extra_tags)
     tolerance = structure_tolerances(data, cfg.nsd_tolerance_mm, dict(cfg.nsd_class_tolerance_mm))
-    with step_run("evaluate", tags, run_name=f"evaluate-{cfg.split}") as run:
+    with step_run("evaluate", tags, run_name=f"evaluate-{cfg.split}", system_metrics=True) as run:
         tracker = tracker_for(run)
+        log_dataset_input(data.root, data.name, data.fingerprint, context="evaluation")
         tracker.log_params(to_dict(cfg))
         with tempfile.TemporaryDirectory() as tmp:
             pred_dir = Path(tmp) / "predictions" if cfg.save_predictions else None

@@ -12,8 +12,41 @@ from iac.commands.common import build_config, optional, setup_logging, step_run,
 from iac.config import BackboneConfig, MainConfig, to_dict
 
 
+DEFAULT_EXPERIMENT_ID = "0"  # MLflow's `Default` experiment
+
+
+def study_experiment(cfg: MainConfig) -> str | None:
+    """The experiment ``main`` switches to: ``iac-<dataset>-<backbone>`` when the user chose none.
+
+    The user's choice is kept: ``mlflow run --experiment-name``,
+    ``MLFLOW_EXPERIMENT_NAME`` / ``MLFLOW_EXPERIMENT_ID`` or
+    ``mlflow.set_experiment``. Only when the experiment in effect is MLflow's
+    ``Default`` does the study get its own; under ``mlflow run`` the run
+    already exists, so it stays where ``mlflow run`` put it.
+
+    Returns:
+        The experiment name to use, or None to stay in the current one.
+    """
+    import os
+
+    from mlflow.tracking.fluent import _get_experiment_id
+
+    from iac.models import registry_backbone_name
+
+    if os.environ.get("MLFLOW_RUN_ID"):
+        return None
+    if str(_get_experiment_id()) != DEFAULT_EXPERIMENT_ID:
+        return None
+    return f"iac-{cfg.dataset}-{registry_backbone_name(cfg.backbone.name, cfg.backbone.preset)}"
+
+
 def run_main(cfg: MainConfig) -> dict[str, Any]:
-    """Run the study inside the ``main`` MLflow run; returns its outputs."""
+    """Run the study inside the ``main`` MLflow run; returns its outputs.
+
+    The run goes to the user's experiment, or to ``iac-<dataset>-<backbone>``
+    when that is ``Default`` (:func:`study_experiment`); every step is a child
+    run in the same experiment.
+    """
     import mlflow
 
     from iac.study.budget import resolve_budget
@@ -22,7 +55,9 @@ def run_main(cfg: MainConfig) -> dict[str, Any]:
 
     budget = resolve_budget(cfg)
     tags = {"dataset": cfg.dataset, "backbone": cfg.backbone.name, "budget": cfg.budget, "seed": ",".join(map(str, cfg.seeds))}
-    with step_run("main", tags, run_name=f"main-{cfg.dataset}-{cfg.budget}") as run:
+    experiment = study_experiment(cfg)
+    with step_run("main", tags, run_name=f"main-{cfg.dataset}-{cfg.budget}", experiment=experiment,
+                  system_metrics=True) as run:
         tracker = tracker_for(run)
         tracker.log_params({**to_dict(cfg), "resolved_budget": to_dict(budget)})
         result = run_study(cfg, run.info.experiment_id, run.info.run_id, tracker, echo=click.echo)

@@ -18,6 +18,7 @@ from iac.commands.common import (
     build_config,
     download_checkpoint,
     echo_done,
+    log_dataset_input,
     optional,
     prepared_folder,
     setup_logging,
@@ -51,6 +52,7 @@ def run_retrain(cfg: TrainConfig, extra_tags: dict[str, str] | None = None, resu
     }
     with step_run("retrain", tags, run_name=f"retrain-{cfg.skip}", system_metrics=True) as run:
         tracker = tracker_for(run)
+        log_dataset_input(data.root, data.name, data.fingerprint, context="training")
         params = to_dict(cfg)
         params.update({"backbone": backbone, "pretrained": pretrained or "", "genotype": genotype_uri or ""})
         tracker.log_params(params)

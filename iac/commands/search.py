@@ -27,6 +27,7 @@ from iac.commands.common import (
     build_config,
     download_checkpoint,
     echo_done,
+    log_dataset_input,
     one_of,
     optional,
     prepared_folder,
@@ -91,8 +92,9 @@ def run_search_step(
         "resumed_from": resume_run,
         **(extra_tags or {}),
     }
-    with step_run(f"search_{method}", tags, run_name=f"search-{method}-s{cfg.seed}") as run:
+    with step_run(f"search_{method}", tags, run_name=f"search-{method}-s{cfg.seed}", system_metrics=True) as run:
         tracker = tracker_for(run)
+        log_dataset_input(data.root, data.name, data.fingerprint, context="search")
         # Without a pretrained U-Net, the baseline is trained first, as a child run of this search.
         pretrained = cfg.pretrained or _baseline(cfg, extra_tags or {})
         unet, backbone = _load_baseline(cfg, pretrained)

@@ -29,6 +29,9 @@ def chain(tmp_path_factory, mlflow_store):
     from iac.commands.search import run_search_step
     from iac.data.prepare import prepare_dataset
 
+    # System metrics sampled every second, so the short steps of this chain record some.
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
     root = tmp_path_factory.mktemp("steps")
     exp = mlflow.create_experiment("steps-chain", artifact_location=(root / "artifacts").as_uri())
     mlflow.set_experiment(experiment_id=exp)
@@ -51,7 +54,28 @@ def chain(tmp_path_factory, mlflow_store):
     out["eval_val"] = run_evaluate(EvalConfig(model=out["iac"]["model_uri"], data=data, split="val"))
     lth = StabilityConfig(tau=0.5, patience=1, window=1)
     out["lth"] = run_search_step(scfg, "lth", lth, reference_run=out["full"]["run_id"])
+    mp.undo()
     return out
+
+
+def test_every_step_logs_its_dataset_with_its_context(chain):
+    import mlflow
+
+    expected = {"baseline": "training", "eval_test": "evaluation", "full": "search", "iac": "training",
+                "lth": "search"}
+    for key, context in expected.items():
+        run = mlflow.get_run(chain[key]["run_id"])
+        inputs = run.inputs.dataset_inputs
+        assert [i.dataset.digest for i in inputs] == [chain["fingerprint"][:36]], key
+        assert [t.value for i in inputs for t in i.tags if t.key == "mlflow.data.context"] == [context], key
+
+
+def test_the_long_steps_record_system_metrics(chain):
+    import mlflow
+
+    for key in ("baseline", "full", "lth", "eval_test"):
+        metrics = mlflow.get_run(chain[key]["run_id"]).data.metrics
+        assert any(k.startswith("system/") for k in metrics), key
 
 
 def test_retrain_registers_unet_with_tags(chain):
