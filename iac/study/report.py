@@ -50,7 +50,7 @@ def write_report(
     (folder / "figures").mkdir(parents=True)
     searches = outputs.get("searches", {})
     lines = [
-        *_header(cfg, budget, outputs, seconds),
+        *_header(cfg, budget, outputs, seconds, steps),
         *_dice_section(outputs.get("evaluations", {})),
         *_stats_section(outputs.get("stats", {}), folder),
         *_search_time_section(cfg.seeds, searches, folder),
@@ -65,7 +65,22 @@ def write_report(
     return report
 
 
-def _header(cfg: MainConfig, budget: Budget, outputs: dict[str, Any], seconds: float) -> list[str]:
+def study_time_line(seconds: float, steps: list[dict[str, Any]]) -> str:
+    """The study's wall time; with reused steps, also the time the original runs of its steps took.
+
+    A rerun that reuses every step takes seconds; the study's real cost is the
+    sum of the original runs' wall times (``original_seconds`` in the step log).
+    """
+    reused = [s for s in steps if s.get("reused")]
+    if not reused:
+        return f"study wall time {seconds:.0f} s"
+    original = sum(s.get("original_seconds", s["seconds"]) for s in steps)
+    return (f"study wall time {seconds:.0f} s ({len(reused)} of {len(steps)} steps reused); "
+            f"original study time {original:.0f} s (the runs that did each step's work)")
+
+
+def _header(cfg: MainConfig, budget: Budget, outputs: dict[str, Any], seconds: float,
+            steps: list[dict[str, Any]]) -> list[str]:
     stab = budget.stability
     smoke = " (a smoke-sized study: numbers show the pipeline works, not the method's effect)"
     return [
@@ -77,7 +92,7 @@ def _header(cfg: MainConfig, budget: Budget, outputs: dict[str, Any], seconds: f
         f"- LTH: tau={stab.tau:g}, patience={stab.patience}, window={stab.window}, "
         f"keep schedule {list(stab.keep_schedule)}; both searches check every {budget.check_every} architecture steps",
         f"- prepared data: `{outputs['data']}` (fingerprint `{outputs['fingerprint'][:12]}`)",
-        f"- seeds: {list(cfg.seeds)}; study wall time {seconds:.0f} s",
+        f"- seeds: {list(cfg.seeds)}; {study_time_line(seconds, steps)}",
         "",
     ]
 

@@ -96,3 +96,15 @@ def test_an_unfinished_run_is_resumed_only_from_its_checkpoint(cache, printed, c
     cache.run("retrain", "baseline", PARAMS, step)
     assert step.launches[0][1] == (failed if checkpoint else None)
     assert printed == ["  > baseline: resuming run " + failed[:8] if checkpoint else "  > baseline: running"]
+
+
+def test_a_reused_step_records_the_wall_time_of_the_run_that_did_the_work(cache):
+    import mlflow
+
+    step = Step()
+    first = cache.run("retrain", "baseline", PARAMS, step)
+    cache.run("retrain", "baseline again", PARAMS, step)
+    info = mlflow.get_run(first.outputs["run_id"]).info
+    launched, reused = cache.log
+    assert launched["original_seconds"] == launched["seconds"]
+    assert reused["original_seconds"] == pytest.approx((info.end_time - info.start_time) / 1000.0)

@@ -124,3 +124,15 @@ def test_the_report_shows_every_cell_diagram_once(tmp_path, experiment):
         assert (folder / "figures" / "cells" / key / "cell.png").is_file()
     assert text.count("cell.png") == 2  # not again among the search's plots
     assert "![full-0 op_weights](figures/full-0/plots/op_weights.png)" in text
+
+
+def test_a_reused_study_reports_the_original_time_and_the_reruns(tmp_path):
+    reused = [
+        {"step": "prepare", "run_id": "a" * 12, "reused": True, "seconds": 0.2, "original_seconds": 30.0},
+        {"step": "baseline U-Net", "run_id": "b" * 12, "reused": True, "seconds": 0.3, "original_seconds": 600.0},
+    ]
+    cfg = MainConfig(budget="smoke", report_dir=tmp_path)
+    report = write_report(cfg, BUDGETS["smoke"], _outputs(), reused, 2.0, tmp_path, MemoryTracker())
+    text = report.read_text()
+    assert ("study wall time 2 s (2 of 2 steps reused); original study time 630 s "
+            "(the runs that did each step's work)") in text
