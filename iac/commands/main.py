@@ -75,10 +75,19 @@ def run_main(cfg: MainConfig) -> dict[str, Any]:
     return result.outputs
 
 
+def _prepare_options(text: str) -> tuple:
+    from iac.config import ConfigError, parse_prepare_options
+
+    try:
+        return parse_prepare_options(optional(text) or "")
+    except ConfigError as err:
+        raise click.BadParameter(err.reason, param_hint="--prepare-options") from err
+
+
 @click.command("main")
 @click.option("--dataset", default="phantom", show_default=True, help="phantom, acdc, brats, kits, amos or nnunet.")
 @click.option("--source", default="", help="Raw dataset folder (not needed for phantom).")
-@click.option("--data", default="", help="Prepared folder (default data/prepared/<dataset>).")
+@click.option("--data", default="", help="Prepared folder (default data/prepared/<dataset>); without --source, a prepared folder is used as it is.")
 @click.option("--backbone", default="unet", show_default=True)
 @click.option("--preset", default="small", show_default=True)
 @click.option("--budget", default="quick", show_default=True, help="smoke, quick or paper.")
@@ -94,6 +103,7 @@ def run_main(cfg: MainConfig) -> dict[str, Any]:
 @click.option("--skips", default="attention,residual,dense", show_default=True, help="Skip baselines to train.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--report-dir", default="outputs", show_default=True)
+@click.option("--prepare-options", default="", help="prepare's settings when main prepares, e.g. 'spacing=1.25 slice_size=192'.")
 def main(**o: Any) -> None:
     """Run the whole study: prepare, baselines, searches, retraining, evaluation, stats, report."""
     setup_logging()
@@ -122,6 +132,7 @@ def main(**o: Any) -> None:
         skips=tuple(s.strip() for s in o["skips"].split(",") if s.strip()),
         device=o["device"],
         report_dir=Path(o["report_dir"]),
+        prepare_options=_prepare_options(o["prepare_options"]),
     )
     try:
         run_main(cfg)
