@@ -92,7 +92,7 @@ def run_predict(cfg: PredictConfig, progress: bool | None = None, echo=click.ech
 
 @click.command("predict")
 @click.option("--model", required=True, help="models:/name@alias, models:/name/N, models:/<model_id> or runs:/<id>/model.")
-@click.option("--input", "-i", "inputs", required=True, multiple=True,
+@click.option("--input", "-i", "input", required=True, multiple=True,
               help="A folder of images or an image file; repeat, or separate with commas.")
 @click.option("--out", "-o", required=True, help="Folder for the label files (one per image).")
 @click.option("--suffix", default=".nii.gz", show_default=True, help=f"Label file ending: {', '.join(LABEL_ENDINGS)}.")
@@ -104,7 +104,9 @@ def predict(**o: Any) -> None:
     from iac.eval.batch_predict import PredictInputError
 
     setup_logging()
-    inputs = tuple(Path(p.strip()) for item in o["inputs"] for p in item.split(",") if optional(p))
+    inputs = tuple(Path(p.strip()) for item in o["input"] for p in item.split(",") if optional(p))
+    if not inputs:
+        raise click.BadParameter("give a folder of images or image files", param_hint="--input")
     cfg = build_config(PredictConfig, model=o["model"], inputs=inputs, out=Path(o["out"]), suffix=o["suffix"],
                        device=o["device"], strict=o["strict"])
     try:
