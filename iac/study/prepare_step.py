@@ -18,7 +18,8 @@ def prepare_step(cfg: PrepareConfig, tags: dict[str, str]) -> dict[str, Any]:
     Returns:
         ``run_id``, ``data`` (the prepared folder, absolute), ``fingerprint`` and ``name``.
     """
-    with step_run("prepare", {"dataset": cfg.dataset, **tags}, run_name=f"prepare-{cfg.dataset}") as run:
+    with step_run("prepare", {"dataset": cfg.dataset, **tags}, run_name=f"prepare-{cfg.dataset}",
+                  system_metrics=True) as run:
         res = run_prepare(cfg)
         outputs = {
             "run_id": run.info.run_id,
