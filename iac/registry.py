@@ -255,11 +255,14 @@ def pip_requirements() -> list[str]:
 
 def _declared_requirements() -> list[str]:
     """``[project].dependencies`` of the project's pyproject.toml, else the installed package's."""
-    import tomllib
     from importlib.metadata import PackageNotFoundError, requires
 
     pyproject = _PROJECT_ROOT / "pyproject.toml"
-    if pyproject.is_file():
+    try:
+        import tomllib  # Python >= 3.11; on 3.10 the installed package's metadata is read instead
+    except ImportError:
+        tomllib = None
+    if tomllib is not None and pyproject.is_file():
         return list(tomllib.loads(pyproject.read_text()).get("project", {}).get("dependencies", []))
     try:
         return list(requires("iac-lth") or [])
