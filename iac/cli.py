@@ -15,6 +15,7 @@ _COMMANDS = [
     ("prepare", "prepare", "prepare"),
     ("retrain", "retrain", "retrain"),
     ("evaluate", "evaluate", "evaluate"),
+    ("predict", "predict", "predict"),
     ("search_full", "search", "search_full"),
     ("search_lth", "search", "search_lth"),
     ("stats", "stats", "stats"),

@@ -96,7 +96,10 @@ def check_fraction(field: str, value: float, closed_low: bool = True) -> None:
 
 def _check_model_uri(field: str, value: str | None) -> None:
     if value and not str(value).startswith(("models:/", "runs:/")):
-        raise ConfigError(field, f"{value!r} is not a model URI (models:/name/N, models:/name@alias or runs:/<run id>/model)")
+        raise ConfigError(
+            field,
+            f"{value!r} is not a model URI (models:/name/N, models:/name@alias, models:/<model_id> or runs:/<run id>/model)",
+        )
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -494,11 +497,18 @@ class MainConfig:
     skips: tuple[str, ...] = ("attention", "residual", "dense")  # skip baselines trained
     device: str = "auto"
     report_dir: Path = Path("outputs")  # the study report is written below it (and logged)
+    # `prepare` settings used when main prepares (parse_prepare_options: "spacing=1.25 slice_size=192")
+    prepare_options: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         check_one_of("dataset", self.dataset, DATASETS)
-        if self.dataset != "phantom" and self.source is None:
-            raise ConfigError("source", f"dataset={self.dataset} needs the raw dataset folder (source)")
+        if self.dataset != "phantom" and self.source is None and not self.prepared_as_is:
+            raise ConfigError(
+                "source",
+                f"dataset={self.dataset} needs the raw dataset folder (source), or data= a folder `prepare` wrote",
+            )
+        for key, _ in self.prepare_options:
+            check_one_of("prepare_options", key, PREPARE_OPTIONS)
         check_one_of("budget", self.budget, BUDGET_NAMES)
         if not self.seeds:
             raise ConfigError("seeds", "give at least one seed")
@@ -507,4 +517,84 @@ class MainConfig:
         for name in ("baseline_epochs", "extra_epochs", "search_epochs", "patience", "window", "check_every", "tau"):
             check_positive(name, getattr(self, name), optional=True)
         check_positive("warmup_epochs", self.warmup_epochs, allow_zero=True, optional=True)
+    @property
+    def prepared_as_is(self) -> bool:
+        """A raw dataset without ``source`` whose ``data`` folder is prepared already: used as it is."""
+        return (self.dataset != "phantom" and self.source is None and self.data is not None
+                and (Path(self.data) / "manifest.json").is_file())
+
+
+# PrepareConfig fields `main` passes through to `prepare` (dataset, source and out are main's own).
+PREPARE_OPTIONS = (
+    "spacing", "slice_size", "size_multiple", "split_seed", "val_fraction", "test_fraction", "split_file",
+    "modalities", "amos_modality", "kits_version", "ct_clip", "ct_samples_per_case", "workers", "skip_bad",
+    "overwrite", "phantom_patients", "phantom_seed", "phantom_size",
+)
+
+
+def parse_prepare_options(text: str) -> tuple[tuple[str, Any], ...]:
+    """``"spacing=1.25 modalities=flair,t1 skip_bad=true"`` -> typed ``(("spacing", 1.25), ...)`` pairs.
+
+    Space-separated ``key=value`` pairs of :class:`PrepareConfig` fields
+    (:data:`PREPARE_OPTIONS`); lists (``modalities``, ``ct_clip``) are
+    comma-separated. The values are checked again when ``PrepareConfig`` is built.
+
+    Raises:
+        ConfigError: naming ``prepare_options`` for an unknown key or a value of the wrong type.
+    """
+    types = {f.name: str(f.type) for f in dataclasses.fields(PrepareConfig)}
+    out = []
+    for item in text.split():
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError("prepare_options", f"{item!r} is not key=value (e.g. 'spacing=1.25 slice_size=192')")
+        check_one_of("prepare_options", key, PREPARE_OPTIONS)
+        kind = types[key]
+        try:
+            if "bool" in kind:
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                typed: Any = value.lower() in ("true", "1")
+            elif kind.startswith("tuple[float"):
+                typed = tuple(float(v) for v in value.split(","))
+            elif kind.startswith("tuple[str"):
+                typed = tuple(v for v in value.split(",") if v)
+            elif "float" in kind:
+                typed = float(value)
+            elif "int" in kind:
+                typed = int(value)
+            elif "Path" in kind:
+                typed = Path(value)
+            else:
+                typed = value
+        except ValueError:
+            raise ConfigError("prepare_options", f"{key}={value!r}: expected a value of type {kind}") from None
+        out.append((key, typed))
+    return tuple(out)
+
+
 assert tuple(BUDGETS) == BUDGET_NAMES, "BUDGET_NAMES must list the BUDGETS presets"
+
+
+# Label file endings ``predict`` can write (SimpleITK picks the writer by the ending).
+LABEL_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd")
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """Settings of ``predict``: segment raw, unlabelled images with a registered U-Net."""
+
+    model: str = ""  # models:/name@alias, models:/name/N, models:/<model_id> or runs:/id/model
+    inputs: tuple[Path, ...] = ()  # folders of images and/or image files
+    out: Path = Path("predictions")  # one label file per image goes here
+    suffix: str = ".nii.gz"  # the label files' ending (format)
+    device: str = "auto"  # the model's device (its `device` model config)
+    strict: bool = False  # stop at the first image that cannot be segmented (default: list it, go on)
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ConfigError("model", "give the U-Net to predict with (models:/iac-unet-<dataset>-<backbone>@champion)")
+        _check_model_uri("model", self.model)
+        if not self.inputs:
+            raise ConfigError("inputs", "give a folder of images or image files")
+        check_one_of("suffix", self.suffix, LABEL_ENDINGS)

@@ -6,10 +6,16 @@ Two families of registered models:
   from code (``iac/serving_model.py``) with safetensors weights and a JSON
   config; version tags ``skip``, ``seed``, ``val_dice``, ``data_fingerprint``,
   ``pretrained`` and, for ``skip=iac``, ``genotype``.
-- ``iac-cell-<dataset>-<backbone>``: discretised genotypes; each version's
-  source is the search run's ``genotype`` artifact folder and its tags carry
-  ``method``, ``search_seconds``, ``epochs_run``, ``seed``,
-  ``data_fingerprint``, ``pretrained``, ``genotype_json`` and later ``val_dice``.
+- ``iac-cell-<dataset>-<backbone>``: discretised genotypes; each version is a
+  small pyfunc model from code (``iac/cell_serving_model.py``) holding
+  ``genotype.json`` and the cell diagram (loading gives the genotype,
+  ``predict`` its JSON); its tags carry ``method``, ``search_seconds``,
+  ``epochs_run``, ``seed``, ``data_fingerprint``, ``pretrained``,
+  ``genotype_json`` (when it fits a tag) and later ``val_dice``.
+
+Model references: ``models:/<name>/<version>``, ``models:/<name>@<alias>``
+and ``models:/<model_id>`` (MLflow 3's logged-model id; it resolves to the
+newest registered version made from that model).
 
 Champion lookup: alias ``champion`` goes to the best ``val_dice`` among the
 versions that share the ``data_fingerprint`` of the version just scored, and
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -33,6 +40,14 @@ UNET_PREFIX = "iac-unet"
 CELL_PREFIX = "iac-cell"
 CHAMPION = "champion"
 _PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# MLflow 3 logged-model ids (``m-`` and 32 hex digits), the form ``models:/<model_id>`` names.
+_MODEL_ID = re.compile(r"m-[0-9a-f]{32}")
+# Logged-model tag where MLflow lists the registered versions made from it.
+_MODEL_VERSIONS_TAG = "mlflow.modelVersions"
+# Longest genotype JSON kept in the ``genotype_json`` version tag: the value limit of
+# MLflow's file store and of older tracking servers (the SQL store takes more). A longer
+# genotype is stored whole in the cell model's ``genotype.json`` only.
+GENOTYPE_TAG_LIMIT = 5000
 
 
 def unet_model_name(dataset: str, backbone: str) -> str:
@@ -65,11 +80,22 @@ class ModelRef:
     def uri(self) -> str:
         return f"models:/{self.name}/{self.version}"
 
+    @property
+    def model_id(self) -> str | None:
+        """The logged model's id (MLflow 3 records it as the version's ``models:/<model_id>`` source)."""
+        return self.source[len("models:/") :] if is_model_id_uri(self.source or "") else None
+
 
 def parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
-    """Split ``models:/name/N`` or ``models:/name@alias`` into (name, version, alias)."""
+    """Split ``models:/name/N``, ``models:/name@alias`` or ``models:/<model_id>`` into (name, version, alias).
+
+    A model id (MLflow 3's ``m-...``, the ``model_id`` of a logged model) comes
+    back as ``(model_id, None, None)``; :func:`is_model_id_uri` tells it apart.
+    """
     if not uri.startswith("models:/"):
-        raise ValueError(f"not a registry URI: {uri!r} (expected models:/name/N or models:/name@alias)")
+        raise ValueError(
+            f"not a registry URI: {uri!r} (expected models:/name/N, models:/name@alias or models:/<model_id>)"
+        )
     rest = uri[len("models:/") :].strip("/")
     if "@" in rest:
         name, alias = rest.split("@", 1)
@@ -77,13 +103,30 @@ def parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
     if "/" in rest:
         name, version = rest.rsplit("/", 1)
         return name, version, None
-    raise ValueError(f"registry URI {uri!r} names no version or alias (use models:/{rest}/1 or models:/{rest}@champion)")
+    if _MODEL_ID.fullmatch(rest):
+        return rest, None, None
+    raise ValueError(
+        f"registry URI {uri!r} names no version, alias or model id "
+        f"(use models:/{rest}/1, models:/{rest}@champion or models:/m-<id>)"
+    )
+
+
+def is_model_id_uri(uri: str) -> bool:
+    """True for ``models:/<model_id>`` (a logged model named by its id)."""
+    rest = uri[len("models:/") :].strip("/") if uri.startswith("models:/") else ""
+    return bool(_MODEL_ID.fullmatch(rest))
 
 
 def resolve(uri: str) -> ModelRef:
-    """Resolve a ``models:/`` URI to its model version, with a clear error when missing."""
+    """Resolve a ``models:/`` URI to its model version, with a clear error when missing.
+
+    ``models:/<model_id>`` resolves to the newest registered version of that
+    logged model.
+    """
     from mlflow.exceptions import MlflowException
 
+    if is_model_id_uri(uri):
+        return _resolve_model_id(uri)
     name, version, alias = parse_models_uri(uri)
     client = _client()
     try:
@@ -96,6 +139,25 @@ def resolve(uri: str) -> ModelRef:
         hint = f"known versions: {versions}" if versions else f"no registered model named {name!r}"
         raise ValueError(f"cannot resolve {uri!r}: {hint}") from e
     return ModelRef(name=mv.name, version=str(mv.version), tags=dict(mv.tags), source=mv.source, run_id=mv.run_id)
+
+
+def _resolve_model_id(uri: str) -> ModelRef:
+    """The newest registered version of the logged model ``models:/<model_id>``."""
+    from mlflow.exceptions import MlflowException
+
+    model_id = uri[len("models:/") :].strip("/")
+    client = _client()
+    try:
+        logged = client.get_logged_model(model_id)
+    except MlflowException as e:
+        raise ValueError(f"cannot resolve {uri!r}: no logged model with id {model_id!r}") from e
+    registered = json.loads(logged.tags.get(_MODEL_VERSIONS_TAG, "[]") or "[]")
+    if not registered:
+        raise ValueError(
+            f"cannot resolve {uri!r}: logged model {model_id!r} (run {logged.source_run_id}) is not registered"
+        )
+    last = registered[-1]
+    return resolve(f"models:/{last['name']}/{last['version']}")
 
 
 def set_version_tags(name: str, version: str, tags: dict[str, Any]) -> None:
@@ -148,32 +210,12 @@ def register_unet(
 
 
 def _log_unet(weights: Path, cfg_path: Path, name: str):
-    import warnings
-
-    with warnings.catch_warnings():
-        # The pyfunc takes several input kinds (path, dict, DataFrame); it validates them itself.
-        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
-        return _log_pyfunc(weights, cfg_path, name)
-
-
-def pip_requirements() -> list[str]:
-    """The project's own dependencies, recorded with the model.
-
-    Given explicitly so MLflow does not infer them by importing the model in a
-    subprocess (seconds per registration).
-    """
-    from importlib.metadata import PackageNotFoundError, requires
-
-    try:
-        reqs = [r for r in (requires("iac-lth") or []) if "extra ==" not in r]
-    except PackageNotFoundError:
-        reqs = []
-    return reqs or ["torch", "mlflow", "monai", "SimpleITK", "numpy", "safetensors"]
-
-
-def _log_pyfunc(weights: Path, cfg_path: Path, name: str):
     import mlflow
 
+    from iac.serving import signature_and_example
+
+    config = json.loads(cfg_path.read_text())
+    signature, example = signature_and_example(config)
     return mlflow.pyfunc.log_model(
         pip_requirements=pip_requirements(),
         name="model",
@@ -181,7 +223,54 @@ def _log_pyfunc(weights: Path, cfg_path: Path, name: str):
         artifacts={"weights": str(weights), "config": str(cfg_path)},
         code_paths=[str(_PROJECT_ROOT / "iac")],
         registered_model_name=name,
+        signature=signature,
+        input_example=example,
+        model_config={"device": "auto"},
     )
+
+
+def pip_requirements() -> list[str]:
+    """The project's dependencies pinned to the versions installed now (at training time).
+
+    Read from the project's ``pyproject.toml`` (or the installed package's
+    metadata), optional extras left out. A local version label is dropped
+    (``torch==2.13.0``, not ``2.13.0+cpu``), so a GPU host installs its own
+    build of the same release. Given explicitly, so MLflow does not infer them
+    by importing the model in a subprocess (seconds per registration).
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.requirements import Requirement
+
+    pinned = []
+    for text in _declared_requirements():
+        req = Requirement(text)
+        if req.marker is not None and "extra" in str(req.marker):
+            continue
+        try:
+            installed = version(req.name)
+        except PackageNotFoundError:
+            pinned.append(text)
+            continue
+        pinned.append(f"{req.name}=={installed.split('+', 1)[0]}")
+    return pinned or ["torch", "mlflow", "monai", "SimpleITK", "numpy", "safetensors"]
+
+
+def _declared_requirements() -> list[str]:
+    """``[project].dependencies`` of the project's pyproject.toml, else the installed package's."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    pyproject = _PROJECT_ROOT / "pyproject.toml"
+    try:
+        import tomllib  # Python >= 3.11; on 3.10 the installed package's metadata is read instead
+    except ImportError:
+        tomllib = None
+    if tomllib is not None and pyproject.is_file():
+        return list(tomllib.loads(pyproject.read_text()).get("project", {}).get("dependencies", []))
+    try:
+        return list(requires("iac-lth") or [])
+    except PackageNotFoundError:
+        return []
 
 
 def download_model_files(uri: str, dst: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
@@ -218,32 +307,82 @@ def load_unet(uri: str, device: str = "cpu"):
 # ------------------------------------------------------------------ genotypes
 
 
-def register_genotype(run_id: str, artifact_uri: str, genotype_json: str, name: str, tags: dict[str, Any]) -> ModelRef:
-    """Register a genotype logged by a search run as a new version of ``name``.
+def register_genotype(
+    run_id: str, genotype_json: str, name: str, tags: dict[str, Any], diagram: str | Path | None = None
+) -> ModelRef:
+    """Log a genotype as a small pyfunc model in ``run_id`` and register it as a new version of ``name``.
+
+    The model (``iac/cell_serving_model.py``) holds ``genotype.json`` and, when
+    given, the cell diagram; loading it gives the genotype, ``predict`` its
+    JSON. The JSON is also the version tag ``genotype_json`` when it fits
+    :data:`GENOTYPE_TAG_LIMIT`; a longer genotype lives whole in the model only
+    (tag ``genotype_chars`` gives its length either way).
 
     Args:
         run_id: the search run.
-        artifact_uri: URI of the run's ``genotype`` artifact folder (the version's source).
-        genotype_json: the genotype's JSON text (also stored as tag ``genotype_json``).
+        genotype_json: the genotype's canonical JSON text.
         name: registered-model name (see :func:`cell_model_name`).
         tags: other version tags (``method``, ``search_seconds``, ...).
+        diagram: a PNG of the cell (:func:`iac.nas.diagram.cell_figure`), stored with the model.
     """
+    import mlflow
     from mlflow.exceptions import MlflowException
+
+    from iac.cell_serving import DIAGRAM_ARTIFACT, GENOTYPE_ARTIFACT
 
     client = _client()
     try:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description="IAC cells (genotypes) searched on this dataset and backbone")
+    with tempfile.TemporaryDirectory() as tmp:
+        geno_path = Path(tmp) / "genotype.json"
+        geno_path.write_text(genotype_json)
+        artifacts = {GENOTYPE_ARTIFACT: str(geno_path)}
+        if diagram is not None:
+            artifacts[DIAGRAM_ARTIFACT] = str(diagram)
+        kwargs = dict(
+            name="cell",
+            python_model=str(_PROJECT_ROOT / "iac" / "cell_serving_model.py"),
+            artifacts=artifacts,
+            code_paths=[str(_PROJECT_ROOT / "iac")],
+            pip_requirements=pip_requirements(),
+            registered_model_name=name,
+        )
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == run_id:
+            info = mlflow.pyfunc.log_model(**kwargs)
+        else:
+            with mlflow.start_run(run_id=run_id):
+                info = mlflow.pyfunc.log_model(**kwargs)
+    version = str(info.registered_model_version)
     all_tags = {k: str(v) for k, v in tags.items()}
-    all_tags["genotype_json"] = genotype_json
-    mv = client.create_model_version(name, source=artifact_uri, run_id=run_id, tags=all_tags)
+    all_tags["genotype_chars"] = str(len(genotype_json))
+    if len(genotype_json) <= GENOTYPE_TAG_LIMIT:
+        all_tags["genotype_json"] = genotype_json
+    set_version_tags(name, version, all_tags)
     fault_point("register")  # the version exists, the run has not recorded it yet
-    return ModelRef(name=mv.name, version=str(mv.version), tags=dict(mv.tags), source=mv.source, run_id=mv.run_id)
+    return resolve(f"models:/{name}/{version}")
+
+
+def _model_genotype_json(uri: str) -> str:
+    """The ``genotype.json`` stored in a registered cell model."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+        found = next(local.rglob("genotype.json"), None)
+        if found is None:
+            raise ValueError(f"{uri!r} holds no genotype.json: is it a registered cell ({CELL_PREFIX}-...)?")
+        return found.read_text()
 
 
 def load_genotype_json(ref: str) -> tuple[str, dict[str, str]]:
     """Genotype JSON text from ``models:/...``, ``runs:/...`` or a file path (no code executed).
+
+    ``models:/`` takes ``name/N``, ``name@alias`` and ``<model_id>``; the JSON
+    comes from the version's ``genotype_json`` tag or, for a genotype too long
+    for a tag, from the model's ``genotype.json``.
 
     Returns:
         (JSON text, the model version's tags or ``{}``)
@@ -252,9 +391,11 @@ def load_genotype_json(ref: str) -> tuple[str, dict[str, str]]:
 
     if ref.startswith("models:/"):
         mv = resolve(ref)
-        if "genotype_json" not in mv.tags:
-            raise ValueError(f"{ref!r} carries no genotype_json tag: is it a registered cell ({CELL_PREFIX}-...)?")
-        return mv.tags["genotype_json"], mv.tags
+        if "genotype_json" in mv.tags:
+            return mv.tags["genotype_json"], mv.tags
+        if "genotype_chars" not in mv.tags:
+            raise ValueError(f"{ref!r} carries no genotype: is it a registered cell ({CELL_PREFIX}-...)?")
+        return _model_genotype_json(mv.uri), mv.tags
     if ref.startswith("runs:/"):
         run_id, _, path = ref[len("runs:/") :].partition("/")
         path = path.strip("/") or "genotype"
@@ -268,6 +409,13 @@ def load_genotype_json(ref: str) -> tuple[str, dict[str, str]]:
     return path.read_text(), {}
 
 
+def load_cell(ref: str):
+    """The :class:`iac.nas.genotype.Genotype` of a registered cell (or ``runs:/`` / file), validated."""
+    from iac.nas.genotype import Genotype
+
+    return Genotype.from_json(load_genotype_json(ref)[0])
+
+
 # ------------------------------------------------------------------ champions
 
 
@@ -279,18 +427,57 @@ def _float_tag(tags: dict[str, str], key: str) -> float | None:
     return None if math.isnan(v) else v
 
 
-def update_champion(name: str, fingerprint: str) -> ModelRef | None:
+def update_champion(name: str, fingerprint: str, max_rounds: int = 20) -> ModelRef | None:
     """Point ``champion`` (and ``champion-<fp8>``) at the best ``val_dice`` of one fingerprint.
 
-    Ties go to the older version (the first to reach that score).
+    Ties go to the older version (the first to reach that score). Safe when
+    several processes score versions at once: it re-reads the registry after
+    every alias move and moves again until a read finds the aliases on the best
+    version, so the last writer always leaves them right (a move computed from
+    a stale read is corrected by its own check). Idempotent: with the aliases
+    already right it writes nothing.
     """
-    best = best_version(name, fingerprint=fingerprint)
-    if best is None:
-        return None
     client = _client()
-    client.set_registered_model_alias(name, CHAMPION, best.version)
-    client.set_registered_model_alias(name, f"{CHAMPION}-{fingerprint[:8]}", best.version)
-    return best
+    aliases = (CHAMPION, f"{CHAMPION}-{fingerprint[:8]}")
+    for _ in range(max_rounds):
+        best = best_version(name, fingerprint=fingerprint)
+        if best is None:
+            return None
+        wrong = [a for a in aliases if _alias_version(name, a) != best.version]
+        if not wrong:
+            return best
+        for alias in wrong:
+            client.set_registered_model_alias(name, alias, best.version)
+    raise RuntimeError(f"{name}: the champion alias kept moving for {max_rounds} rounds (concurrent updates?)")
+
+
+def _alias_version(name: str, alias: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(_client().get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def record_validation(cell_uri: str, val_dice: float, model_uri: str, fingerprint: str | None = None) -> ModelRef | None:
+    """Write a cell's validation Dice back to its version and move the champion, as one idempotent update.
+
+    Tags ``val_dice`` and ``val_dice_model`` are written only when they change;
+    then :func:`update_champion` settles the aliases of the cell's
+    ``data_fingerprint`` (``fingerprint`` when the version has none). Two
+    evaluations recording at once leave the champion on the better cell.
+
+    Returns:
+        The champion after the update (None when no version of that fingerprint has a val_dice).
+    """
+    cell = resolve(cell_uri)
+    tags = {"val_dice": f"{val_dice:.6f}", "val_dice_model": model_uri}
+    changed = {k: v for k, v in tags.items() if cell.tags.get(k) != v}
+    if changed:
+        set_version_tags(cell.name, cell.version, changed)
+    fp = cell.tags.get("data_fingerprint") or fingerprint
+    return update_champion(cell.name, fp) if fp else None
 
 
 def versions(name: str) -> list[ModelRef]:

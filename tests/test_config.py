@@ -43,7 +43,7 @@ POSITIVE = "must be > 0"
 NON_NEGATIVE = "must be >= 0"
 FRACTION = "must be in [0, 1)"
 OPEN_FRACTION = "must be in (0, 1)"
-MODEL_URI = "is not a model URI (models:/name/N, models:/name@alias or runs:/<run id>/model)"
+MODEL_URI = "is not a model URI (models:/name/N, models:/name@alias, models:/<model_id> or runs:/<run id>/model)"
 RAW_FOLDER = "needs the raw dataset folder"
 
 # [config class, kwargs, field the error names, text of the message saying what is valid].

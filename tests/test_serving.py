@@ -152,8 +152,108 @@ def test_registered_model_round_trip(tiny, volume, experiment):
         ref = registry.register_unet(run.info.run_id, net.state_dict(), config, "iac-unet-test-serving", {"skip": "identity"})
     assert ref.tags["skip"] == "identity"
     model = mlflow.pyfunc.load_model(ref.uri)
-    pred = model.predict({"image": volume, "spacing": SPACING})
+    pred = model.predict(volume, params={"spacing": list(SPACING)})
     assert np.array_equal(pred, predict_raw(net, config, {"image": volume, "spacing": SPACING}))
+
+
+@pytest.fixture(scope="module")
+def registered(tiny, mlflow_store):
+    """The tiny U-Net registered once (with signature, example, model config and pinned requirements)."""
+    import mlflow
+
+    from iac import registry
+
+    net, config = tiny
+    mlflow.set_experiment("test-serving-signed")
+    with mlflow.start_run() as run:
+        ref = registry.register_unet(run.info.run_id, net.state_dict(), config, "iac-unet-test-signed", {"skip": "identity"})
+    return ref
+
+
+def test_registered_unet_has_a_signature_an_example_and_a_device_config(registered, volume):
+    import mlflow
+    from mlflow.models import Model
+
+    info = Model.load(registered.uri)
+    sig = info.signature
+    assert sig is not None
+    spec = sig.inputs.inputs[0]
+    assert spec.type == np.dtype(np.float32) and spec.shape == (-1, -1, -1)
+    assert sig.outputs.inputs[0].type == np.dtype(np.uint8)
+    params = {p.name: p for p in sig.params.params}
+    assert params["spacing"].shape == (-1,) and len(params["spacing"].default) == 3
+    assert info.saved_input_example_info is not None
+    example = info.load_input_example(mlflow.artifacts.download_artifacts(registered.uri))
+    assert np.asarray(example).dtype == np.float32 and np.asarray(example).ndim == 3
+    assert info.flavors["python_function"]["config"] == {"device": "auto"}
+    # The device is model config: chosen when loading; the default picks CPU on a CPU-only host.
+    auto = mlflow.pyfunc.load_model(registered.uri)
+    assert str(auto.unwrap_python_model().device) == ("cuda" if torch.cuda.is_available() else "cpu")
+    cpu = mlflow.pyfunc.load_model(registered.uri, model_config={"device": "cpu"})
+    assert str(cpu.unwrap_python_model().device) == "cpu"
+    assert np.array_equal(cpu.predict(volume, params={"spacing": list(SPACING)}),
+                          auto.predict(volume, params={"spacing": list(SPACING)}))
+
+
+def test_a_bad_spacing_param_is_refused(registered, volume):
+    import mlflow
+
+    model = mlflow.pyfunc.load_model(registered.uri, model_config={"device": "cpu"})
+    with pytest.raises(Exception, match="spacing"):
+        model.predict(volume, params={"spacing": [1.0, 1.0]})
+
+
+def test_pip_requirements_pin_the_installed_versions(registered):
+    from importlib.metadata import version
+
+    import mlflow
+
+    local = mlflow.artifacts.download_artifacts(f"{registered.uri}/requirements.txt")
+    reqs = {line.split("==")[0].lower(): line.split("==")[1] for line in open(local).read().split() if "==" in line}
+    assert reqs["torch"] == version("torch").split("+")[0]
+    assert reqs["mlflow"] == version("mlflow")
+    assert reqs["numpy"] == version("numpy")
+
+
+def test_segment_file_writes_the_label_on_the_input_geometry(registered, tiny, volume, tmp_path):
+    import mlflow
+    import SimpleITK as sitk
+
+    from iac.serving import segment_file
+
+    net, config = tiny
+    img = sitk.GetImageFromArray(volume)
+    img.SetSpacing(SPACING)
+    img.SetOrigin((10.0, -4.0, 2.0))
+    sitk.WriteImage(img, str(tmp_path / "case.nii.gz"))
+    model = mlflow.pyfunc.load_model(registered.uri, model_config={"device": "cpu"})
+    label = segment_file(model, tmp_path / "case.nii.gz", out=tmp_path / "out" / "case_seg.nii.gz")
+    written = sitk.ReadImage(str(tmp_path / "out" / "case_seg.nii.gz"))
+    expected = predict_raw(net, config, {"image": volume, "spacing": SPACING, "origin": (10.0, -4.0, 2.0)})
+    assert np.array_equal(sitk.GetArrayFromImage(written), expected)
+    assert written.GetOrigin() == img.GetOrigin() and np.allclose(written.GetSpacing(), SPACING)
+    assert np.array_equal(sitk.GetArrayFromImage(label), expected)
+
+
+@pytest.mark.mlflow_cli
+def test_mlflow_models_predict_takes_the_signed_form(registered, tiny, volume, tmp_path, mlflow_store):
+    """``mlflow models predict`` on the registered name, with the array and its spacing as JSON."""
+    import os
+    import subprocess
+    import sys
+
+    net, config = tiny
+    payload = {"inputs": volume.tolist(), "params": {"spacing": list(SPACING)}}
+    (tmp_path / "in.json").write_text(json.dumps(payload))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "MLFLOW_REGISTRY_URI": mlflow_store}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlflow", "models", "predict", "-m", registered.uri, "-i", str(tmp_path / "in.json"),
+         "-t", "json", "-o", str(tmp_path / "out.json"), "--env-manager", "local"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = np.asarray(json.loads((tmp_path / "out.json").read_text())["predictions"], dtype=np.uint8)
+    assert np.array_equal(got, predict_raw(net, config, {"image": volume, "spacing": SPACING}))
 
 
 def test_a_finer_input_grid_gets_its_labels_from_restored_probabilities(tiny):

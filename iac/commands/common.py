@@ -93,10 +93,11 @@ def prepared_folder(name: str, value: str) -> Path:
 
 
 def model_ref(name: str, value: str) -> str:
-    """A model reference: models:/name/N, models:/name@alias or runs:/id/path."""
+    """A model reference: models:/name/N, models:/name@alias, models:/<model_id> or runs:/id/path."""
     if not value.startswith(("models:/", "runs:/")):
         raise click.BadParameter(
-            f"{value!r} is not a model URI (expected models:/name/N, models:/name@alias or runs:/<run id>/model)",
+            f"{value!r} is not a model URI (expected models:/name/N, models:/name@alias, models:/<model_id> "
+            "or runs:/<run id>/model)",
             param_hint=f"--{name}",
         )
     return value
@@ -199,7 +200,9 @@ def step_run(
     Under ``mlflow run`` the run already exists (``MLFLOW_RUN_ID``) and is
     resumed; otherwise a new run starts in ``experiment`` (or the active/default
     one). A nested call inside an active run (the ``main`` pipeline calling steps
-    directly) starts a child run. The run ends FAILED when the step raises.
+    directly) starts a child run in the parent's experiment. The run ends
+    FAILED when the step raises. ``system_metrics`` records CPU, memory and GPU
+    use (MLflow's system metrics) for the long steps.
     """
     import mlflow
 
@@ -208,8 +211,11 @@ def step_run(
     open_store()
     if experiment and not os.environ.get("MLFLOW_RUN_ID"):
         mlflow.set_experiment(experiment)
-    nested = mlflow.active_run() is not None
+    parent = mlflow.active_run()
+    nested = parent is not None
     kwargs: dict[str, Any] = {"run_name": run_name, "nested": nested, "log_system_metrics": system_metrics}
+    if nested:
+        kwargs["experiment_id"] = parent.info.experiment_id  # children stay with their parent
     if run_id:
         kwargs = {"run_id": run_id, "log_system_metrics": system_metrics, "nested": nested}
     with mlflow.start_run(**kwargs) as run:
@@ -239,3 +245,18 @@ def echo_done(step: str, run, extra: str = "") -> None:
 
 
 CHECKPOINT_ARTIFACT = "checkpoints/last.pt"
+
+
+def log_dataset_input(folder: Path, name: str, digest: str, context: str) -> None:
+    """Log a folder as the active run's dataset input with its ``context`` (training, search, evaluation, ...)."""
+    import warnings
+
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    with warnings.catch_warnings():
+        # Several registered local sources match a plain folder; they are equivalent.
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(str(Path(folder).resolve()))
+    mlflow.log_input(MetaDataset(source=source, name=name, digest=digest[:36]), context=context)

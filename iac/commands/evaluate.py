@@ -12,6 +12,7 @@ import click
 from iac.commands.common import (
     build_config,
     echo_done,
+    log_dataset_input,
     optional,
     prepared_folder,
     setup_logging,
@@ -81,8 +82,9 @@ def run_evaluate(cfg: EvalConfig, extra_tags: dict[str, str] | None = None) -> d
         )
     tags = _run_tags(cfg, data, config, mtags, trained_fp, extra_tags)
     tolerance = structure_tolerances(data, cfg.nsd_tolerance_mm, dict(cfg.nsd_class_tolerance_mm))
-    with step_run("evaluate", tags, run_name=f"evaluate-{cfg.split}") as run:
+    with step_run("evaluate", tags, run_name=f"evaluate-{cfg.split}", system_metrics=True) as run:
         tracker = tracker_for(run)
+        log_dataset_input(data.root, data.name, data.fingerprint, context="evaluation")
         tracker.log_params(to_dict(cfg))
         with tempfile.TemporaryDirectory() as tmp:
             pred_dir = Path(tmp) / "predictions" if cfg.save_predictions else None
@@ -97,9 +99,7 @@ def run_evaluate(cfg: EvalConfig, extra_tags: dict[str, str] | None = None) -> d
         dice = result.aggregates["dice_patient_mean_fg"]
         # Validation Dice of a retrained cell goes back to the cell's version.
         if cfg.split == "val" and mtags.get("skip") == "iac" and mtags.get("genotype", "").startswith("models:/"):
-            cell = registry.resolve(mtags["genotype"])
-            registry.set_version_tags(cell.name, cell.version, {"val_dice": f"{dice:.6f}", "val_dice_model": cfg.model})
-            registry.update_champion(cell.name, cell.tags.get("data_fingerprint", data.fingerprint))
+            registry.record_validation(mtags["genotype"], dice, cfg.model, data.fingerprint)
         outputs = {
             "run_id": run.info.run_id, "dice": dice, "nsd": result.aggregates["nsd_patient_mean_fg"],
             "split": cfg.split, "method": tags["method"],

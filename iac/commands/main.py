@@ -13,8 +13,41 @@ from iac.commands.store import open_store
 from iac.config import BackboneConfig, MainConfig, to_dict
 
 
+DEFAULT_EXPERIMENT_ID = "0"  # MLflow's `Default` experiment
+
+
+def study_experiment(cfg: MainConfig) -> str | None:
+    """The experiment ``main`` switches to: ``iac-<dataset>-<backbone>`` when the user chose none.
+
+    The user's choice is kept: ``mlflow run --experiment-name``,
+    ``MLFLOW_EXPERIMENT_NAME`` / ``MLFLOW_EXPERIMENT_ID`` or
+    ``mlflow.set_experiment``. Only when the experiment in effect is MLflow's
+    ``Default`` does the study get its own; under ``mlflow run`` the run
+    already exists, so it stays where ``mlflow run`` put it.
+
+    Returns:
+        The experiment name to use, or None to stay in the current one.
+    """
+    import os
+
+    from mlflow.tracking.fluent import _get_experiment_id
+
+    from iac.models import registry_backbone_name
+
+    if os.environ.get("MLFLOW_RUN_ID"):
+        return None
+    if str(_get_experiment_id()) != DEFAULT_EXPERIMENT_ID:
+        return None
+    return f"iac-{cfg.dataset}-{registry_backbone_name(cfg.backbone.name, cfg.backbone.preset)}"
+
+
 def run_main(cfg: MainConfig) -> dict[str, Any]:
-    """Run the study inside the ``main`` MLflow run; returns its outputs."""
+    """Run the study inside the ``main`` MLflow run; returns its outputs.
+
+    The run goes to the user's experiment, or to ``iac-<dataset>-<backbone>``
+    when that is ``Default`` (:func:`study_experiment`); every step is a child
+    run in the same experiment.
+    """
     open_store()
     import mlflow
 
@@ -24,7 +57,9 @@ def run_main(cfg: MainConfig) -> dict[str, Any]:
 
     budget = resolve_budget(cfg)
     tags = {"dataset": cfg.dataset, "backbone": cfg.backbone.name, "budget": cfg.budget, "seed": ",".join(map(str, cfg.seeds))}
-    with step_run("main", tags, run_name=f"main-{cfg.dataset}-{cfg.budget}") as run:
+    experiment = study_experiment(cfg)
+    with step_run("main", tags, run_name=f"main-{cfg.dataset}-{cfg.budget}", experiment=experiment,
+                  system_metrics=True) as run:
         tracker = tracker_for(run)
         tracker.log_params({**to_dict(cfg), "resolved_budget": to_dict(budget)})
         result = run_study(cfg, run.info.experiment_id, run.info.run_id, tracker, echo=click.echo)
@@ -42,10 +77,19 @@ def run_main(cfg: MainConfig) -> dict[str, Any]:
     return result.outputs
 
 
+def _prepare_options(text: str) -> tuple:
+    from iac.config import ConfigError, parse_prepare_options
+
+    try:
+        return parse_prepare_options(optional(text) or "")
+    except ConfigError as err:
+        raise click.BadParameter(err.reason, param_hint="--prepare-options") from err
+
+
 @click.command("main")
 @click.option("--dataset", default="phantom", show_default=True, help="phantom, acdc, brats, kits, amos or nnunet.")
 @click.option("--source", default="", help="Raw dataset folder (not needed for phantom).")
-@click.option("--data", default="", help="Prepared folder (default data/prepared/<dataset>).")
+@click.option("--data", default="", help="Prepared folder (default data/prepared/<dataset>); without --source, a prepared folder is used as it is.")
 @click.option("--backbone", default="unet", show_default=True)
 @click.option("--preset", default="small", show_default=True)
 @click.option("--budget", default="quick", show_default=True, help="smoke, quick or paper.")
@@ -61,6 +105,7 @@ def run_main(cfg: MainConfig) -> dict[str, Any]:
 @click.option("--skips", default="attention,residual,dense", show_default=True, help="Skip baselines to train.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--report-dir", default="outputs", show_default=True)
+@click.option("--prepare-options", default="", help="prepare's settings when main prepares, e.g. 'spacing=1.25 slice_size=192'.")
 def main(**o: Any) -> None:
     """Run the whole study: prepare, baselines, searches, retraining, evaluation, stats, report."""
     setup_logging()
@@ -89,6 +134,7 @@ def main(**o: Any) -> None:
         skips=tuple(s.strip() for s in o["skips"].split(",") if s.strip()),
         device=o["device"],
         report_dir=Path(o["report_dir"]),
+        prepare_options=_prepare_options(o["prepare_options"]),
     )
     try:
         run_main(cfg)

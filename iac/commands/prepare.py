@@ -152,7 +152,7 @@ def run_prepare(cfg: PrepareConfig, progress: bool = True):
             super().log_params({k: v for k, v in params.items() if k not in have})
 
     active = mlflow.active_run()
-    with nullcontext(active) if active else mlflow.start_run():
+    with nullcontext(active) if active else mlflow.start_run(log_system_metrics=True):
         tracker = _Tracker()
         tracker.set_tags({"step": "prepare", "dataset": cfg.dataset})
         try:

@@ -20,6 +20,7 @@ from iac.commands.common import (
     build_config,
     deterministic_tag,
     echo_done,
+    log_dataset_input,
     optional,
     prepared_folder,
     setup_logging,
@@ -65,6 +66,7 @@ def _retrain(cfg: TrainConfig, extra_tags: dict[str, str] | None, resume_run: st
     with step_run("retrain", tags, run_name=f"retrain-{cfg.skip}", system_metrics=True) as run:
         take_over(point.chain, run.info.run_id)
         tracker = tracker_for(run)
+        log_dataset_input(data.root, data.name, data.fingerprint, context="training")
         params = to_dict(cfg)
         params.update({"backbone": backbone, "pretrained": pretrained or "", "genotype": genotype_uri or ""})
         tracker.log_params(params)

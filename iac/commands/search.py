@@ -3,7 +3,8 @@
 Both search a cell in the skips of a trained baseline U-Net
 (:func:`iac.nas.search.run_search`); ``search_lth`` adds the Jensen–Shannon
 stability test and progressive pruning. Each logs the trajectory, plots and
-``genotype.json`` and registers the genotype as ``iac-cell-<dataset>-<backbone>``.
+``genotype.json`` and the cell diagram (``plots/cell.png``), and registers the
+genotype as a small loadable model ``iac-cell-<dataset>-<backbone>``.
 
 Resumption: ``resume=<run id>`` continues a killed search from the newest
 verified ``checkpoints/last.pt`` on that run's ``resumed_from`` chain in a
@@ -27,6 +28,7 @@ import click
 from iac.commands.common import (
     build_config,
     echo_done,
+    log_dataset_input,
     one_of,
     optional,
     prepared_folder,
@@ -107,9 +109,10 @@ def _search_step(cfg: SearchConfig, method: str, stability: StabilityConfig | No
         "deterministic": deterministic_tag(cfg.device, cfg.deterministic),
         **(extra_tags or {}),
     }
-    with step_run(f"search_{method}", tags, run_name=f"search-{method}-s{cfg.seed}") as run:
+    with step_run(f"search_{method}", tags, run_name=f"search-{method}-s{cfg.seed}", system_metrics=True) as run:
         take_over(point.chain, run.info.run_id)
         tracker = tracker_for(run)
+        log_dataset_input(data.root, data.name, data.fingerprint, context="search")
         # Without a pretrained U-Net, the baseline is trained first, as a child run of this search
         # (a resumed search reuses the baseline its killed run was given or trained).
         pretrained = cfg.pretrained or _resumed_pretrained(point) or _baseline(cfg, extra_tags or {})
@@ -119,22 +122,24 @@ def _search_step(cfg: SearchConfig, method: str, stability: StabilityConfig | No
         result = _search_and_log(cfg, unet, data, policy, tracker, point.checkpoint,
                                  stability if method == "lth" else None, tmp)
         tracker.log_metrics(_summary(result, reference_run))
-        mv = registry.register_genotype(
-            run.info.run_id,
-            f"{run.info.artifact_uri}/genotype",
-            result.genotype.to_json(),
-            registry.cell_model_name(data.name, backbone),
-            {
-                "method": method,
-                "search_seconds": f"{result.search_seconds:.3f}",
-                "epochs_run": result.epochs_run,
-                "seed": cfg.seed,
-                "data_fingerprint": data.fingerprint,
-                "pretrained": pretrained,
-                "search_run": run.info.run_id,
-                "pruning_events": len(result.pruning_log),
-            },
-        )
+        with tempfile.TemporaryDirectory() as tmp:
+            diagram = cell_diagram(result.genotype, Path(tmp), f"{method} search, seed {cfg.seed}", tracker)
+            mv = registry.register_genotype(
+                run.info.run_id,
+                result.genotype.to_json(),
+                registry.cell_model_name(data.name, backbone),
+                {
+                    "method": method,
+                    "search_seconds": f"{result.search_seconds:.3f}",
+                    "epochs_run": result.epochs_run,
+                    "seed": cfg.seed,
+                    "data_fingerprint": data.fingerprint,
+                    "pretrained": pretrained,
+                    "search_run": run.info.run_id,
+                    "pruning_events": len(result.pruning_log),
+                },
+                diagram=diagram,
+            )
         outputs = {
             "run_id": run.info.run_id,
             "cell_uri": mv.uri,
@@ -223,6 +228,21 @@ def _search_and_log(cfg, unet, data, policy, tracker, resume_from: Path | None, 
     tracker.log_artifact(out_dir / "pruning_log.json")
     _log_plots(result.trajectory, stability, tracker)
     return result
+
+
+# Where a search run keeps its cell diagram (the report shows every plots/*.png).
+CELL_DIAGRAM = "plots/cell.png"
+
+
+def cell_diagram(genotype, folder: Path, title: str, tracker) -> Path:
+    """Draw the found cell (nodes, edges, operations), log it as ``plots/cell.png``; returns the PNG."""
+    from iac.nas.diagram import cell_figure
+
+    path = folder / Path(CELL_DIAGRAM).name
+    fig = cell_figure(genotype, title=title)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    tracker.log_artifact(path, str(Path(CELL_DIAGRAM).parent))
+    return path
 
 
 def _summary(result, reference_run: str | None) -> dict[str, float]:
@@ -328,13 +348,15 @@ def run_random_cell(cfg: SearchConfig, extra_tags: dict[str, str] | None = None)
         tracker = tracker_for(run)
         with tempfile.TemporaryDirectory() as tmp:
             tracker.log_artifact(save_genotype(Path(tmp) / "genotype", geno).parent)
-        mv = registry.register_genotype(
-            run.info.run_id,
-            f"{run.info.artifact_uri}/genotype",
-            geno.to_json(),
-            registry.cell_model_name(data.name, backbone),
-            {"method": "random", "search_seconds": "0", "epochs_run": 0, "seed": cfg.seed, "data_fingerprint": data.fingerprint, "pretrained": cfg.pretrained or ""},
-        )
+            diagram = cell_diagram(geno, Path(tmp), f"random cell, seed {cfg.seed}", tracker)
+            mv = registry.register_genotype(
+                run.info.run_id,
+                geno.to_json(),
+                registry.cell_model_name(data.name, backbone),
+                {"method": "random", "search_seconds": "0", "epochs_run": 0, "seed": cfg.seed,
+                 "data_fingerprint": data.fingerprint, "pretrained": cfg.pretrained or ""},
+                diagram=diagram,
+            )
         outputs = {"run_id": run.info.run_id, "cell_uri": mv.uri, "genotype": str(geno)}
         tracker.set_tags({"iac_outputs": json.dumps(outputs)})
     return outputs

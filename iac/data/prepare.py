@@ -52,6 +52,7 @@ from iac.data.store import (
     fingerprint,
     write_case,
 )
+from iac.progress import bars_enabled
 from iac.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ def _fingerprint_params(cfg: PrepareConfig) -> dict[str, Any]:
 
 def _map(fn: Callable[[Any], Any], items: Sequence[Any], workers: int, desc: str, progress: bool) -> list[Any]:
     """``[fn(x) for x in items]`` in ``workers`` processes, with a progress bar; first error re-raised."""
-    bar = tqdm(total=len(items), desc=desc, unit="case", disable=not progress, leave=False)
+    bar = tqdm(total=len(items), desc=desc, unit="case", disable=not (progress and bars_enabled()), leave=False)
     try:
         if workers <= 1 or len(items) <= 1:
             out = []

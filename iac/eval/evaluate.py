@@ -77,6 +77,8 @@ def evaluate_network(
 
     from tqdm.auto import tqdm
 
+    from iac.progress import bars_enabled
+
     cases = data.cases(split)
     if not cases:
         raise ValueError(f"split {split!r} of {data.root} has no cases")
@@ -84,7 +86,7 @@ def evaluate_network(
     net = net.to(device).eval()
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    for case in tqdm(cases, desc=f"evaluate {split}", disable=not progress):
+    for case in tqdm(cases, desc=f"evaluate {split}", disable=not (progress and bars_enabled())):
         image, geometry = data.image(case.case_id), data.geometry(case.case_id)
         pred = predict_original_grid(net, image, geometry, restore, device, batch_size)  # (Z, Y, X), original grid
         ref, spacing = data.original_label(case.case_id)

@@ -35,6 +35,7 @@ from iac.faults import fault_point
 from iac.nas.architect import Architect
 from iac.nas.genotype import Genotype, SearchSpace
 from iac.nas.supernet import SearchNetwork
+from iac.progress import bars_enabled
 from iac.tracking import Tracker
 from iac.train.device import make_grad_scaler, resolve_device
 from iac.train.loader import PairedLoader, move_batch
@@ -266,6 +267,7 @@ def search_epoch(state: SearchState, epoch: int, progress: bool = True) -> tuple
     arch_on = epoch >= state.warmup
     supernet.train()
     # The derived genotype (shown in the bar) changes only with architecture steps: refreshed at checks.
+    progress = progress and bars_enabled()  # the epoch's summary line is printed by the loop either way
     geno = str(supernet.genotype())[:48] if progress else ""
     bar = tqdm(state.loaders, total=len(state.loaders), desc=f"search {epoch + 1}/{cfg.epochs}", leave=False,
                disable=not progress)
@@ -322,7 +324,7 @@ def run_search(
         resume_from: a checkpoint to continue from (same settings).
         stop_after_epochs: stop (as if killed) after this many epochs in total;
             used to test resumption.
-        progress: show a progress bar.
+        progress: show a progress bar (on a terminal) and one summary line per epoch.
         on_epoch: called with each epoch record.
 
     Returns:

@@ -56,7 +56,9 @@ class StepCache:
     Attributes:
         experiment_id: the experiment whose runs are searched.
         code: the code version (:func:`iac.study.code_version.code_version`).
-        log: one record per call (``step``, ``run_id``, ``reused``, ``seconds``), in call order.
+        log: one record per call (``step``, ``run_id``, ``reused``, ``seconds``, and
+            ``original_seconds``: the wall time of the run that did the work, for a
+            reused step the finished run's), in call order.
         echo: where the one-line progress messages go.
     """
 
@@ -91,7 +93,8 @@ class StepCache:
                 if validate is None or validate(outputs):
                     secs = time.perf_counter() - t0
                     self.echo(f"  = {label}: reusing finished run {r.info.run_id[:8]}")
-                    self.log.append({"step": label, "run_id": r.info.run_id, "reused": True, "seconds": secs})
+                    self.log.append({"step": label, "run_id": r.info.run_id, "reused": True, "seconds": secs,
+                                     "original_seconds": _run_seconds(r)})
                     return StepOutcome(outputs, True, secs)
         unfinished = [r for r in runs if r.info.status in UNFINISHED and SUPERSEDED_TAG not in r.data.tags]
         resume = unfinished[0].info.run_id if unfinished else None
@@ -100,8 +103,16 @@ class StepCache:
         if outputs.get("run_id"):
             take_over([r.info.run_id for r in unfinished], outputs["run_id"])
         secs = time.perf_counter() - t0
-        self.log.append({"step": label, "run_id": outputs.get("run_id"), "reused": False, "seconds": secs})
+        self.log.append({"step": label, "run_id": outputs.get("run_id"), "reused": False, "seconds": secs,
+                         "original_seconds": secs})
         return StepOutcome(outputs, False, secs)
+
+
+def _run_seconds(run) -> float:
+    """A finished run's wall time (end minus start), in seconds."""
+    if not run.info.end_time or not run.info.start_time:
+        return float("nan")
+    return (run.info.end_time - run.info.start_time) / 1000.0
 
 
 def _runs_with_key(experiment_id: str, key: str) -> list:

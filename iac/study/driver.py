@@ -25,7 +25,7 @@ from iac.config import Budget, EvalConfig, MainConfig, PrepareConfig, SearchConf
 from iac.study.budget import resolve_budget
 from iac.study.cache import STUDY_TAG, StepCache
 from iac.study.code_version import code_version
-from iac.study.prepare_step import prepare_step
+from iac.study.prepare_step import prepare_step, prepared_as_is
 from iac.study.report import write_report
 from iac.tracking import Tracker
 
@@ -182,14 +182,16 @@ def run_study(
 
 
 def _prepare(cfg: MainConfig, budget: Budget, cache: StepCache, tags: dict[str, str]) -> dict[str, Any]:
-    """Prepare the dataset (reused while its folder still has a manifest)."""
+    """Prepare the dataset (reused while its folder still has a manifest), or take a prepared folder as it is."""
     data = cfg.data or Path("data/prepared") / cfg.dataset
+    if cfg.prepared_as_is:
+        return prepared_as_is(Path(data))
     pcfg = PrepareConfig(
         dataset=cfg.dataset,
         source=cfg.source,
         out=Path(data),
-        phantom_patients=budget.phantom_patients,
-        phantom_size=budget.phantom_size,
+        **{"phantom_patients": budget.phantom_patients, "phantom_size": budget.phantom_size,
+           **dict(cfg.prepare_options)},
     )
     return cache.run(
         "prepare",

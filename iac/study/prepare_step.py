@@ -18,7 +18,8 @@ def prepare_step(cfg: PrepareConfig, tags: dict[str, str]) -> dict[str, Any]:
     Returns:
         ``run_id``, ``data`` (the prepared folder, absolute), ``fingerprint`` and ``name``.
     """
-    with step_run("prepare", {"dataset": cfg.dataset, **tags}, run_name=f"prepare-{cfg.dataset}") as run:
+    with step_run("prepare", {"dataset": cfg.dataset, **tags}, run_name=f"prepare-{cfg.dataset}",
+                  system_metrics=True) as run:
         res = run_prepare(cfg)
         outputs = {
             "run_id": run.info.run_id,
@@ -28,3 +29,22 @@ def prepare_step(cfg: PrepareConfig, tags: dict[str, str]) -> dict[str, Any]:
         }
         tracker_for(run).set_tags({OUTPUTS_TAG: json.dumps(outputs)})
     return outputs
+
+
+def prepared_as_is(folder: Path) -> dict[str, Any]:
+    """A folder ``prepare`` wrote (with the user's own settings), taken as it is: no prepare run.
+
+    Returns:
+        The outputs a prepare step would give (``run_id`` None).
+
+    Raises:
+        ValueError: the folder is not a valid prepared dataset.
+    """
+    from iac.data.layouts.base import DataError
+    from iac.data.store import PreparedDataset
+
+    try:
+        ds = PreparedDataset(folder)
+    except DataError as err:
+        raise ValueError(f"data={folder}: {err}") from err
+    return {"run_id": None, "data": str(Path(folder).resolve()), "fingerprint": ds.fingerprint, "name": ds.name}

@@ -1,7 +1,7 @@
 """The per-study report of ``main``: a Markdown page with its figures.
 
 Gathers the stats tables and plots, the search-time comparison, the found
-genotypes and each search's operation-weight trajectories, JS curves and
+genotypes with their cell diagrams and each search's operation-weight trajectories, JS curves and
 pruning timeline from the child runs' artifacts, writes them to
 ``<report_dir>/<dataset>-<study run>/report.md`` and logs that folder as the
 ``report`` artifact of the ``main`` run.
@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from iac.config import Budget, MainConfig
+
+# File name of a search run's cell diagram under ``plots/`` (iac.commands.search.CELL_DIAGRAM).
+CELL_DIAGRAM_NAME = "cell.png"
 from iac.tracking import Tracker
 
 
@@ -47,10 +50,11 @@ def write_report(
     (folder / "figures").mkdir(parents=True)
     searches = outputs.get("searches", {})
     lines = [
-        *_header(cfg, budget, outputs, seconds),
+        *_header(cfg, budget, outputs, seconds, steps),
         *_dice_section(outputs.get("evaluations", {})),
         *_stats_section(outputs.get("stats", {}), folder),
         *_search_time_section(cfg.seeds, searches, folder),
+        *_cells_section(searches, folder),
         *_trajectory_sections(searches, folder),
         *_models_and_steps(outputs.get("models", {}), steps),
     ]
@@ -61,7 +65,22 @@ def write_report(
     return report
 
 
-def _header(cfg: MainConfig, budget: Budget, outputs: dict[str, Any], seconds: float) -> list[str]:
+def study_time_line(seconds: float, steps: list[dict[str, Any]]) -> str:
+    """The study's wall time; with reused steps, also the time the original runs of its steps took.
+
+    A rerun that reuses every step takes seconds; the study's real cost is the
+    sum of the original runs' wall times (``original_seconds`` in the step log).
+    """
+    reused = [s for s in steps if s.get("reused")]
+    if not reused:
+        return f"study wall time {seconds:.0f} s"
+    original = sum(s.get("original_seconds", s["seconds"]) for s in steps)
+    return (f"study wall time {seconds:.0f} s ({len(reused)} of {len(steps)} steps reused); "
+            f"original study time {original:.0f} s (the runs that did each step's work)")
+
+
+def _header(cfg: MainConfig, budget: Budget, outputs: dict[str, Any], seconds: float,
+            steps: list[dict[str, Any]]) -> list[str]:
     stab = budget.stability
     smoke = " (a smoke-sized study: numbers show the pipeline works, not the method's effect)"
     return [
@@ -73,7 +92,7 @@ def _header(cfg: MainConfig, budget: Budget, outputs: dict[str, Any], seconds: f
         f"- LTH: tau={stab.tau:g}, patience={stab.patience}, window={stab.window}, "
         f"keep schedule {list(stab.keep_schedule)}; both searches check every {budget.check_every} architecture steps",
         f"- prepared data: `{outputs['data']}` (fingerprint `{outputs['fingerprint'][:12]}`)",
-        f"- seeds: {list(cfg.seeds)}; study wall time {seconds:.0f} s",
+        f"- seeds: {list(cfg.seeds)}; {study_time_line(seconds, steps)}",
         "",
     ]
 
@@ -166,8 +185,24 @@ def _trajectory_sections(searches: dict[str, dict], folder: Path) -> list[str]:
             agreement = m.get("genotype_agreement", float("nan"))
             lines += [f"speed-up over the full search {m['speedup_vs_full']:.2f}x; genotype agreement {agreement:.2f}", ""]
         for png in sorted(got.glob("*.png")):
-            lines += [f"![{key} {png.stem}](figures/{key}/plots/{png.name})", ""]
+            if png.name != CELL_DIAGRAM_NAME:  # shown in the cells section
+                lines += [f"![{key} {png.stem}](figures/{key}/plots/{png.name})", ""]
     return lines
+
+
+def _cells_section(searches: dict[str, dict], folder: Path) -> list[str]:
+    """The diagram of every found cell (full, LTH and random, per seed) with its registered version."""
+    lines: list[str] = []
+    for key, out in searches.items():
+        if not out.get("run_id"):
+            continue
+        got = _download(out["run_id"], f"plots/{CELL_DIAGRAM_NAME}", folder / "figures" / "cells" / key)
+        if not (got and got.is_file()):
+            continue
+        rel = got.relative_to(folder).as_posix()
+        lines += [f"### {key}: `{out.get('cell_uri', '')}`", "", f"`{out.get('genotype', '')}`", "",
+                  f"![cell {key}]({rel})", ""]
+    return ["## Cells", "", *lines] if lines else []
 
 
 def _models_and_steps(models: dict[str, str], steps: list[dict[str, Any]]) -> list[str]:

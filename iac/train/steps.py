@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from iac.config import LR_SCHEDULES
 from iac.faults import fault_point
+from iac.progress import bars_enabled
 from iac.train.device import autocast, make_grad_scaler
 from iac.train.loader import move_batch
 
@@ -188,7 +189,7 @@ def run_epoch(
         channels_last: Channels-last inputs (CUDA only).
         epoch: 1-based epoch, for messages.
         global_step: Steps done before this epoch, for messages.
-        progress: Show a tqdm bar.
+        progress: Show a tqdm bar (only when stderr is a terminal, :func:`iac.progress.bars_enabled`).
         desc: Bar label.
 
     Returns:
@@ -200,7 +201,8 @@ def run_epoch(
     scaler = scaler or make_grad_scaler(device, False)
     model.train()
     total = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
-    bar = tqdm(total=total, desc=desc or f"epoch {epoch}", leave=False, disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=total, desc=desc or f"epoch {epoch}", leave=False, disable=not (progress and bars_enabled()),
+               dynamic_ncols=True)
     losses = LossLog(epoch, global_step)
     data_seconds = 0.0
     start = time.perf_counter()

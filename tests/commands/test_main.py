@@ -77,3 +77,10 @@ def test_report_written_and_logged(study):
     )
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(mains[0].info.run_id, "report")}
     assert "report/report.md" in arts
+
+
+def test_the_reports_show_the_cells_and_a_rerun_the_original_study_time(study):
+    texts = [r.read_text() for r in sorted((study["root"] / "outputs").glob("phantom-*/report.md"))]
+    assert len(texts) == 2
+    assert all("## Cells" in t and "figures/cells/lth-0/cell.png" in t for t in texts)
+    assert sum("original study time" in t for t in texts) == 1  # the rerun, which reused every step

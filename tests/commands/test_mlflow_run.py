@@ -55,6 +55,13 @@ def test_entry_points_chain(prepared, mlflow_store, tmp_path):
     assert runs[0].data.tags["skip"] == "attention"
     unet_uri = next(v.uri for v in reversed(registry.versions("iac-unet-phantom-unet")) if v.run_id == runs[0].info.run_id)
 
+    # predict: the raw phantom scans kept inside the prepared folder, one label file each.
+    scans = sorted(prepared.rglob("patient*_frame??.nii.gz"))[:2]
+    labels = tmp_path / "labels"
+    _mlflow_run("predict", [f"model={unet_uri}", f"input={','.join(map(str, scans))}", f"out={labels}"],
+                exp, mlflow_store, tmp_path)
+    assert sorted(p.name for p in labels.glob("*.nii.gz")) == sorted(p.name for p in scans)
+
     _mlflow_run("evaluate", [f"model={unet_uri}", data], exp, mlflow_store, tmp_path)
     ev = mlflow.search_runs(experiment_names=[exp], filter_string="tags.step = 'evaluate'", output_format="list")
     assert len(ev) == 1

@@ -29,6 +29,9 @@ def chain(tmp_path_factory, mlflow_store):
     from iac.commands.search import run_search_step
     from iac.data.prepare import prepare_dataset
 
+    # System metrics sampled every second, so the short steps of this chain record some.
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
     root = tmp_path_factory.mktemp("steps")
     exp = mlflow.create_experiment("steps-chain", artifact_location=(root / "artifacts").as_uri())
     mlflow.set_experiment(experiment_id=exp)
@@ -51,7 +54,28 @@ def chain(tmp_path_factory, mlflow_store):
     out["eval_val"] = run_evaluate(EvalConfig(model=out["iac"]["model_uri"], data=data, split="val"))
     lth = StabilityConfig(tau=0.5, patience=1, window=1)
     out["lth"] = run_search_step(scfg, "lth", lth, reference_run=out["full"]["run_id"])
+    mp.undo()
     return out
+
+
+def test_every_step_logs_its_dataset_with_its_context(chain):
+    import mlflow
+
+    expected = {"baseline": "training", "eval_test": "evaluation", "full": "search", "iac": "training",
+                "lth": "search"}
+    for key, context in expected.items():
+        run = mlflow.get_run(chain[key]["run_id"])
+        inputs = run.inputs.dataset_inputs
+        assert [i.dataset.digest for i in inputs] == [chain["fingerprint"][:36]], key
+        assert [t.value for i in inputs for t in i.tags if t.key == "mlflow.data.context"] == [context], key
+
+
+def test_the_long_steps_record_system_metrics(chain):
+    import mlflow
+
+    for key in ("baseline", "full", "lth", "eval_test"):
+        metrics = mlflow.get_run(chain[key]["run_id"]).data.metrics
+        assert any(k.startswith("system/") for k in metrics), key
 
 
 def test_retrain_registers_unet_with_tags(chain):
@@ -131,7 +155,11 @@ def test_search_full_registers_genotype(chain):
     local = mlflow.artifacts.download_artifacts(run_id=chain["full"]["run_id"], artifact_path="genotype/genotype.json")
     assert Genotype.from_json(Path(local).read_text()) == geno
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(chain["full"]["run_id"], "plots")}
-    assert "plots/op_weights.png" in arts
+    assert "plots/op_weights.png" in arts and "plots/cell.png" in arts
+    # The registered version is a loadable model: the genotype object, and its JSON from predict.
+    model = mlflow.pyfunc.load_model(chain["full"]["cell_uri"])
+    assert model.unwrap_python_model().genotype == geno
+    assert Genotype.from_json(model.predict(None)) == geno
 
 
 def test_retrain_with_cell_and_val_dice_written_back(chain):
@@ -164,20 +192,24 @@ def test_search_lth_prunes_stops_and_compares(chain):
     assert log and all("removed" in ev for ev in log)
 
 
-def test_pyfunc_predicts_raw_volume_on_its_grid(chain):
+def test_pyfunc_predicts_raw_volume_on_its_grid(chain, tmp_path):
     import mlflow
     import SimpleITK as sitk
+
+    from iac.serving import segment_file
 
     raw = sorted(Path(chain["data"]).rglob("patient*_frame??.nii.gz"))
     assert raw, "the phantom's raw NIfTI files are kept inside the prepared folder"
     model = mlflow.pyfunc.load_model(chain["baseline"]["model_uri"])
-    pred = model.predict(str(raw[0]))
     img = sitk.ReadImage(str(raw[0]))
-    assert pred.shape == sitk.GetArrayFromImage(img).shape
+    arr = sitk.GetArrayFromImage(img).astype(np.float32)
+    pred = model.predict(arr, params={"spacing": list(img.GetSpacing())})
+    assert pred.shape == arr.shape
     assert set(np.unique(pred)) <= {0, 1, 2, 3}
-    arr = sitk.GetArrayFromImage(img)
-    pred2 = model.predict({"image": arr, "spacing": img.GetSpacing()})
-    assert np.array_equal(pred, pred2)
+    # The NIfTI helper: the same labels, written on the file's own grid.
+    label = segment_file(model, raw[0], out=tmp_path / "seg.nii.gz")
+    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "seg.nii.gz"))), pred)
+    assert label.GetOrigin() == img.GetOrigin()
 
 
 def test_registry_best_cli(chain):

@@ -106,3 +106,15 @@ def test_an_unfinished_run_is_resumed_and_then_superseded(cache, printed, checkp
     assert old.info.status == "KILLED" and old.data.tags[SUPERSEDED_TAG] == out.outputs["run_id"]
     # A superseded run is not handed out again: the next launch runs afresh (the step finished meanwhile).
     assert cache.run("retrain", "baseline", PARAMS, step).reused
+
+
+def test_a_reused_step_records_the_wall_time_of_the_run_that_did_the_work(cache):
+    import mlflow
+
+    step = Step()
+    first = cache.run("retrain", "baseline", PARAMS, step)
+    cache.run("retrain", "baseline again", PARAMS, step)
+    info = mlflow.get_run(first.outputs["run_id"]).info
+    launched, reused = cache.log
+    assert launched["original_seconds"] == launched["seconds"]
+    assert reused["original_seconds"] == pytest.approx((info.end_time - info.start_time) / 1000.0)

@@ -94,3 +94,45 @@ def test_the_report_gathers_stats_and_search_figures_from_their_runs(tmp_path, e
     assert "![lth-0 op_weights](figures/lth-0/plots/op_weights.png)" in text
     assert (folder / "figures" / "lth-0" / "plots" / "op_weights.png").is_file()
     assert "## Search full-0" not in text and "## Search random-0" not in text
+
+
+def test_the_report_shows_every_cell_diagram_once(tmp_path, experiment):
+    import mlflow
+
+    png = tmp_path / "png"
+    png.mkdir()
+    (png / "cell.png").write_bytes(b"\x89PNG")
+    (png / "op_weights.png").write_bytes(b"\x89PNG")
+    runs = {}
+    for key in ("full-0", "random-0"):
+        with mlflow.start_run() as run:
+            mlflow.log_artifact(str(png / "cell.png"), "plots")
+            if key == "full-0":
+                mlflow.log_artifact(str(png / "op_weights.png"), "plots")
+        runs[key] = run.info.run_id
+    searches = {
+        "full-0": {"run_id": runs["full-0"], "search_seconds": 4.0, "epochs_run": 3, "genotype": "G-full",
+                   "cell_uri": "models:/iac-cell-phantom-unet/1"},
+        "random-0": {"run_id": runs["random-0"], "genotype": "G-random", "cell_uri": "models:/iac-cell-phantom-unet/2"},
+    }
+    _, text, _ = _write(tmp_path / "out", _outputs(searches))
+    folder = tmp_path / "out" / "phantom-local"
+    assert "## Cells" in text
+    assert "### full-0: `models:/iac-cell-phantom-unet/1`" in text and "`G-random`" in text
+    for key in searches:
+        assert f"![cell {key}](figures/cells/{key}/cell.png)" in text
+        assert (folder / "figures" / "cells" / key / "cell.png").is_file()
+    assert text.count("cell.png") == 2  # not again among the search's plots
+    assert "![full-0 op_weights](figures/full-0/plots/op_weights.png)" in text
+
+
+def test_a_reused_study_reports_the_original_time_and_the_reruns(tmp_path):
+    reused = [
+        {"step": "prepare", "run_id": "a" * 12, "reused": True, "seconds": 0.2, "original_seconds": 30.0},
+        {"step": "baseline U-Net", "run_id": "b" * 12, "reused": True, "seconds": 0.3, "original_seconds": 600.0},
+    ]
+    cfg = MainConfig(budget="smoke", report_dir=tmp_path)
+    report = write_report(cfg, BUDGETS["smoke"], _outputs(), reused, 2.0, tmp_path, MemoryTracker())
+    text = report.read_text()
+    assert ("study wall time 2 s (2 of 2 steps reused); original study time 630 s "
+            "(the runs that did each step's work)") in text
