@@ -60,7 +60,8 @@ def _retrain(cfg: TrainConfig, extra_tags: dict[str, str] | None, resume_run: st
         "pretrained": pretrained or "",
         "genotype": genotype_uri,
         "cell_method": cell_tags.get("method"),
-    deterministic_tag,
+        **point.tags(),
+        "deterministic": deterministic_tag(cfg.device, cfg.deterministic),
         **(extra_tags or {}),
     }
     with step_run("retrain", tags, run_name=f"retrain-{cfg.skip}", system_metrics=True) as run:
