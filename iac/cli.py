@@ -21,6 +21,7 @@ _COMMANDS = [
     ("main", "main", "main"),
     ("analyze", "analyze", "analyze"),
     ("registry", "registry", "registry"),
+    ("server", "server", "server"),
 ]
 
 

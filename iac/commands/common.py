@@ -114,6 +114,30 @@ def git_dirty() -> bool:
         return False
 
 
+_CHECKED_STORES: set[str] = set()
+
+
+def check_store() -> None:
+    """Fail in seconds, with one line, when the tracking store cannot be used (once per store and process).
+
+    Raises:
+        click.ClickException: the server or database does not answer, refuses the
+            password, or holds a schema this MLflow cannot use (:mod:`iac.backend`).
+    """
+    import mlflow
+
+    from iac.backend import BackendError, check_tracking_store
+
+    uri = mlflow.get_tracking_uri()
+    if uri in _CHECKED_STORES:
+        return
+    try:
+        check_tracking_store(uri)
+    except BackendError as e:
+        raise click.ClickException(str(e)) from None
+    _CHECKED_STORES.add(uri)
+
+
 @contextlib.contextmanager
 def step_run(
     step: str,
@@ -132,9 +156,11 @@ def step_run(
     """
     import mlflow
 
+    nested = mlflow.active_run() is not None
+    if not nested:
+        check_store()
     if experiment and not os.environ.get("MLFLOW_RUN_ID"):
         mlflow.set_experiment(experiment)
-    nested = mlflow.active_run() is not None
     kwargs: dict[str, Any] = {"run_name": run_name, "nested": nested, "log_system_metrics": system_metrics}
     if run_id:
         kwargs = {"run_id": run_id, "log_system_metrics": system_metrics, "nested": nested}
@@ -145,7 +171,10 @@ def step_run(
             all_tags["iac.git_commit"] = commit
             all_tags["iac.git_dirty"] = str(git_dirty()).lower()
         mlflow.set_tags({k: str(v) for k, v in all_tags.items()})
-        yield run
+        from iac.study.claims import Heartbeat  # the step cache tells live runs from dead ones by it
+
+        with Heartbeat(run.info.run_id):
+            yield run
 
 
 def tracker_for(run) -> Any:

@@ -8,13 +8,18 @@ from typing import Any
 
 import click
 
-from iac.commands.common import build_config, optional, setup_logging, step_run, tracker_for
+from iac.commands.common import build_config, check_store, optional, setup_logging, step_run, tracker_for
 from iac.config import BackboneConfig, MainConfig, to_dict
 
 
 def run_main(cfg: MainConfig) -> dict[str, Any]:
     """Run the study inside the ``main`` MLflow run; returns its outputs."""
     import mlflow
+
+    # The tracking store and the Ray cluster are checked before the (slow) imports of the steps.
+    check_store()
+    if cfg.executor == "ray":
+        _check_ray(cfg.ray_address)
 
     from iac.study.budget import resolve_budget
     from iac.study.cache import OUTPUTS_TAG
@@ -40,6 +45,20 @@ def run_main(cfg: MainConfig) -> dict[str, Any]:
     return result.outputs
 
 
+def _check_ray(address: str) -> None:
+    """Fail in seconds, with one line, when Ray is missing or its cluster does not answer."""
+    from iac.backend import BackendError, check_ray_address
+
+    try:
+        import ray  # noqa: F401 - only checks that the extra is installed
+    except ImportError:
+        raise click.ClickException("executor=ray needs Ray: pip install 'iac-lth[ray]'") from None
+    try:
+        check_ray_address(address)
+    except BackendError as e:
+        raise click.ClickException(str(e)) from None
+
+
 @click.command("main")
 @click.option("--dataset", default="phantom", show_default=True, help="phantom, acdc, brats, kits, amos or nnunet.")
 @click.option("--source", default="", help="Raw dataset folder (not needed for phantom).")
@@ -59,9 +78,19 @@ def run_main(cfg: MainConfig) -> dict[str, Any]:
 @click.option("--skips", default="attention,residual,dense", show_default=True, help="Skip baselines to train.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--report-dir", default="outputs", show_default=True)
+@click.option("--executor", default="local", show_default=True, help="local (steps one after another) or ray (steps as Ray tasks).")
+@click.option("--ray-address", default="", help="executor=ray: the cluster, host:port or auto (empty: start a local one).")
+@click.option("--step-cpus", default=0, type=int, help="CPUs and torch threads per step (0: torch's default locally, 1 on Ray).")
+@click.option("--step-gpus", default=0.0, type=float, show_default=True, help="executor=ray: GPUs per training, search or evaluation task.")
+@click.option("--claim-timeout", default=60.0, type=float, show_default=True,
+              help="Seconds without a heartbeat after which a running step is dead and may be resumed.")
 def main(**o: Any) -> None:
     """Run the whole study: prepare, baselines, searches, retraining, evaluation, stats, report."""
     setup_logging()
+    # Checked before the settings are built: building them imports the networks (seconds).
+    check_store()
+    if o["executor"] == "ray":
+        _check_ray(optional(o["ray_address"]) or "")
     try:
         seeds = tuple(int(s) for s in o["seeds"].split(",") if s.strip())
     except ValueError as e:
@@ -87,6 +116,11 @@ def main(**o: Any) -> None:
         skips=tuple(s.strip() for s in o["skips"].split(",") if s.strip()),
         device=o["device"],
         report_dir=Path(o["report_dir"]),
+        executor=o["executor"],
+        ray_address=optional(o["ray_address"]) or "",
+        step_cpus=o["step_cpus"] or None,
+        step_gpus=o["step_gpus"],
+        claim_timeout=o["claim_timeout"],
     )
     try:
         run_main(cfg)

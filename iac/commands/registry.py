@@ -10,7 +10,7 @@ import json
 
 import click
 
-from iac.commands.common import one_of
+from iac.commands.common import check_store, one_of
 
 
 def _use_store(tracking_uri: str | None) -> None:
@@ -19,6 +19,7 @@ def _use_store(tracking_uri: str | None) -> None:
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
+    check_store()
 
 
 @click.group("registry")

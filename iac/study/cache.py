@@ -5,7 +5,9 @@ parameters (the prepared data's fingerprint included) and the code version —
 is looked up among the experiment's runs: a FINISHED run with that key is
 reused (its recorded outputs are returned in milliseconds); an unfinished one
 (FAILED, KILLED, or RUNNING after a crash) that left a checkpoint is resumed;
-otherwise the step runs.
+otherwise the step runs. A RUNNING run whose process still sends heartbeats is
+waited for instead, and a run is resumed only by the worker that claimed it
+(:mod:`iac.study.claims`), so workers sharing a store never run a step twice.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from iac.commands.common import CHECKPOINT_ARTIFACT
+from iac.study import claims
 
 _logger = logging.getLogger(__name__)
 
@@ -56,12 +59,16 @@ class StepCache:
         code: the code version (:func:`iac.study.code_version.code_version`).
         log: one record per call (``step``, ``run_id``, ``reused``, ``seconds``), in call order.
         echo: where the one-line progress messages go.
+        claim_timeout: seconds without a heartbeat after which a RUNNING run is dead and may be resumed.
+        poll_seconds: how often a step that another worker runs is looked up again.
     """
 
     experiment_id: str
     code: str
     log: list[dict[str, Any]] = field(default_factory=list)
     echo: Callable[[str], None] = _logger.info
+    claim_timeout: float = claims.DEFAULT_CLAIM_TIMEOUT_S
+    poll_seconds: float = 5.0
 
     def run(
         self,
@@ -82,18 +89,27 @@ class StepCache:
         """
         key = step_key(step, params, self.code)
         t0 = time.perf_counter()
-        runs = _runs_with_key(self.experiment_id, key)
-        for r in runs:
-            if r.info.status == "FINISHED" and OUTPUTS_TAG in r.data.tags:
-                outputs = json.loads(r.data.tags[OUTPUTS_TAG])
-                if validate is None or validate(outputs):
-                    secs = time.perf_counter() - t0
-                    self.echo(f"  = {label}: reusing finished run {r.info.run_id[:8]}")
-                    self.log.append({"step": label, "run_id": r.info.run_id, "reused": True, "seconds": secs})
-                    return StepOutcome(outputs, True, secs)
-        resume = next(
-            (r.info.run_id for r in runs if r.info.status in UNFINISHED and _has_checkpoint(r.info.run_id)), None
-        )
+        token, waiting = claims.worker_token(), None
+        while True:
+            runs = _runs_with_key(self.experiment_id, key)
+            for r in runs:
+                if r.info.status == "FINISHED" and OUTPUTS_TAG in r.data.tags:
+                    outputs = json.loads(r.data.tags[OUTPUTS_TAG])
+                    if validate is None or validate(outputs):
+                        secs = time.perf_counter() - t0
+                        self.echo(f"  = {label}: reusing finished run {r.info.run_id[:8]}")
+                        self.log.append({"step": label, "run_id": r.info.run_id, "reused": True, "seconds": secs})
+                        return StepOutcome(outputs, True, secs)
+            # Resume an unfinished run only under a claim; wait for a live one (another worker runs the step).
+            ready, alive = claims.resumable(runs, _has_checkpoint, self.claim_timeout, UNFINISHED)
+            resume = next((r.info.run_id for r in ready if claims.claim(r.info.run_id, token)), None)
+            if resume is None and (alive or ready):  # a live run, or a claim just taken by another worker
+                if alive and waiting != alive[0].info.run_id:
+                    waiting = alive[0].info.run_id
+                    self.echo(f"  ~ {label}: run {waiting[:8]} is running elsewhere; waiting for it")
+                time.sleep(self.poll_seconds)
+                continue
+            break
         self.echo(f"  > {label}: {'resuming run ' + resume[:8] if resume else 'running'}")
         outputs = launch({STEP_KEY_TAG: key}, resume)
         secs = time.perf_counter() - t0
