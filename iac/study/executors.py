@@ -129,12 +129,19 @@ class RayExecutor:
 @contextlib.contextmanager
 def make_executor(cfg: MainConfig, echo: Callable[[str], None]) -> Iterator[Any]:
     """The executor ``cfg.executor`` names (a Ray connection is closed on exit)."""
-    os.environ[CLAIM_TIMEOUT_ENV] = str(cfg.claim_timeout)
-    if cfg.executor == "local":
-        yield LocalExecutor(cfg)
-        return
-    executor = RayExecutor(cfg, echo)
+    before = os.environ.get(CLAIM_TIMEOUT_ENV)
+    os.environ[CLAIM_TIMEOUT_ENV] = str(cfg.claim_timeout)  # the heartbeats of this process's steps follow it
     try:
-        yield executor
+        if cfg.executor == "local":
+            yield LocalExecutor(cfg)
+            return
+        executor = RayExecutor(cfg, echo)
+        try:
+            yield executor
+        finally:
+            executor.close()
     finally:
-        executor.close()
+        if before is None:
+            os.environ.pop(CLAIM_TIMEOUT_ENV, None)
+        else:
+            os.environ[CLAIM_TIMEOUT_ENV] = before
