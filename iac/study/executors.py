@@ -64,8 +64,6 @@ def _ray_step(node: "Node", steps: "StudySteps", tracking_uri: str, dep_names: l
     """One node inside a Ray worker: returns (outputs, the step cache's log records)."""
     import mlflow
 
-    from iac.study.cache import StepCache
-
     # A worker started under `mlflow run` inherits its MLFLOW_RUN_ID: the step opens a run of its own.
     os.environ.pop("MLFLOW_RUN_ID", None)
     mlflow.set_tracking_uri(tracking_uri)

@@ -12,8 +12,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 from iac.config import MainConfig
 from iac.study import claims
 
@@ -32,6 +30,11 @@ def _failed_run(client, experiment_id: str) -> str:
     return run.info.run_id
 
 
+def _claimer(start: threading.Barrier, won: dict, run_id: str, token: str) -> None:
+    start.wait()  # both claim at the same moment
+    won[token] = claims.claim(run_id, token)
+
+
 def test_two_simultaneous_claimers_one_wins(on_server):
     import mlflow
 
@@ -41,12 +44,7 @@ def test_two_simultaneous_claimers_one_wins(on_server):
         run_id = _failed_run(client, exp)
         tokens = [claims.worker_token() for _ in range(2)]
         start, won = threading.Barrier(2), {}
-
-        def claimer(token: str) -> None:
-            start.wait()
-            won[token] = claims.claim(run_id, token)
-
-        threads = [threading.Thread(target=claimer, args=(t,)) for t in tokens]
+        threads = [threading.Thread(target=_claimer, args=(start, won, run_id, t)) for t in tokens]
         for t in threads:
             t.start()
         for t in threads:
