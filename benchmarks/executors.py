@@ -92,7 +92,9 @@ def main() -> None:
     same = all(r["genotypes"] == local[0]["genotypes"] for r in runs)
     summary = {
         "budget": args.budget, "seeds": list(seeds), "cpus": os.cpu_count(), "load_1min_at_end": os.getloadavg()[0],
-        "runs": [{k: v for k, v in r.items() if k != "genotypes"} for r in runs], "genotypes_equal": same,
+        "runs": runs, "genotypes_equal": same,
+        # Which cells differ from the first local arm's (key <method>-<seed>).
+        "differing_cells": sorted({k for r in runs for k, g in r["genotypes"].items() if g != local[0]["genotypes"].get(k)}),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2))
