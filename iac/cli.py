@@ -23,6 +23,7 @@ _COMMANDS = [
     ("analyze", "analyze", "analyze"),
     ("registry", "registry", "registry"),
     ("nnunet", "nnunet", "nnunet"),
+    ("server", "server", "server"),
 ]
 
 

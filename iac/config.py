@@ -52,6 +52,8 @@ W_OPTIMIZERS = ("adamw", "sgd")
 STEP_ORDERS = ("weights_first", "arch_first")
 ARCH_PRECISIONS = ("fp32", "bf16")
 STATS_METRICS = ("dice", "hd95", "nsd")
+# How ``main`` runs its steps: in this process, or as tasks on a Ray cluster.
+EXECUTORS = ("local", "ray")
 # Normalised surface Dice tolerance tau in mm of a class or region without its own (EvalConfig).
 DEFAULT_NSD_TOLERANCE_MM = 2.0
 
@@ -499,8 +501,19 @@ class MainConfig:
     report_dir: Path = Path("outputs")  # the study report is written below it (and logged)
     # `prepare` settings used when main prepares (parse_prepare_options: "spacing=1.25 slice_size=192")
     prepare_options: tuple[tuple[str, Any], ...] = ()
+    executor: str = "local"  # one of EXECUTORS: steps one after another here, or as Ray tasks
+    ray_address: str = ""  # executor=ray: the cluster (host:port or auto); "" = a local cluster started here
+    step_cpus: int | None = None  # CPUs (and torch threads) per step; None = torch's default locally, 1 on Ray
+    step_gpus: float = 0.0  # executor=ray: GPUs each training/search/evaluation task asks Ray for
+    claim_timeout: float = 60.0  # seconds without a heartbeat after which a running step counts as dead
 
     def __post_init__(self) -> None:
+        check_one_of("executor", self.executor, EXECUTORS)
+        check_positive("step_cpus", self.step_cpus, optional=True)
+        check_positive("step_gpus", self.step_gpus, allow_zero=True)
+        check_positive("claim_timeout", self.claim_timeout)
+        if self.ray_address and self.executor != "ray":
+            raise ConfigError("ray_address", "is only used with executor=ray")
         check_one_of("dataset", self.dataset, DATASETS)
         if self.dataset != "phantom" and self.source is None and not self.prepared_as_is:
             raise ConfigError(

@@ -151,7 +151,7 @@ def local_store_path(uri: str) -> Path | None:
     return Path(uri)
 
 
-def check_tracking_store(uri: str | None = None) -> None:
+def check_store_writable(uri: str | None = None) -> None:
     """Stop with one line when a local tracking store cannot be written (a read-only mount, another owner).
 
     Probes by creating and removing a file beside the store and opening an existing
@@ -184,6 +184,30 @@ def check_tracking_store(uri: str | None = None) -> None:
             f"the tracking store {uri} is not writable ({reason}: {err.filename or folder}); "
             "mount it read-write, or set MLFLOW_TRACKING_URI to a writable store"
         ) from err
+
+
+_CHECKED_STORES: set[str] = set()
+
+
+def check_store() -> None:
+    """Fail in seconds, with one line, when the tracking store cannot be used (once per store and process).
+
+    Raises:
+        click.ClickException: the server or database does not answer, refuses the
+            password, or holds a schema this MLflow cannot use (:mod:`iac.backend`).
+    """
+    import mlflow
+
+    from iac.backend import BackendError, check_tracking_store
+
+    uri = mlflow.get_tracking_uri()
+    if uri in _CHECKED_STORES:
+        return
+    try:
+        check_tracking_store(uri)
+    except BackendError as e:
+        raise click.ClickException(str(e)) from None
+    _CHECKED_STORES.add(uri)
 
 
 @contextlib.contextmanager
@@ -225,7 +249,10 @@ def step_run(
             all_tags["iac.git_commit"] = commit
             all_tags["iac.git_dirty"] = str(git_dirty()).lower()
         mlflow.set_tags({k: str(v) for k, v in all_tags.items()})
-        yield run
+        from iac.study.claims import Heartbeat  # the step cache tells live runs from dead ones by it
+
+        with Heartbeat(run.info.run_id):
+            yield run
 
 
 def tracker_for(run) -> Any:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from iac.commands.common import build_config, optional, setup_logging, step_run, tracker_for
+from iac.commands.common import build_config, check_store, optional, setup_logging, step_run, tracker_for
 from iac.commands.store import open_store
 from iac.config import BackboneConfig, MainConfig, to_dict
 
@@ -48,8 +48,12 @@ def run_main(cfg: MainConfig) -> dict[str, Any]:
     when that is ``Default`` (:func:`study_experiment`); every step is a child
     run in the same experiment.
     """
-    open_store()
     import mlflow
+
+    # The tracking store (open_store checks it first) and the Ray cluster, before the (slow) imports of the steps.
+    open_store()
+    if cfg.executor == "ray":
+        _check_ray(cfg.ray_address)
 
     from iac.study.budget import resolve_budget
     from iac.study.cache import OUTPUTS_TAG
@@ -86,6 +90,20 @@ def _prepare_options(text: str) -> tuple:
         raise click.BadParameter(err.reason, param_hint="--prepare-options") from err
 
 
+def _check_ray(address: str) -> None:
+    """Fail in seconds, with one line, when Ray is missing or its cluster does not answer."""
+    from iac.backend import BackendError, check_ray_address
+
+    try:
+        import ray  # noqa: F401 - only checks that the extra is installed
+    except ImportError:
+        raise click.ClickException("executor=ray needs Ray: pip install 'iac-lth[ray]'") from None
+    try:
+        check_ray_address(address)
+    except BackendError as e:
+        raise click.ClickException(str(e)) from None
+
+
 @click.command("main")
 @click.option("--dataset", default="phantom", show_default=True, help="phantom, acdc, brats, kits, amos or nnunet.")
 @click.option("--source", default="", help="Raw dataset folder (not needed for phantom).")
@@ -106,9 +124,19 @@ def _prepare_options(text: str) -> tuple:
 @click.option("--device", default="auto", show_default=True)
 @click.option("--report-dir", default="outputs", show_default=True)
 @click.option("--prepare-options", default="", help="prepare's settings when main prepares, e.g. 'spacing=1.25 slice_size=192'.")
+@click.option("--executor", default="local", show_default=True, help="local (steps one after another) or ray (steps as Ray tasks).")
+@click.option("--ray-address", default="", help="executor=ray: the cluster, host:port or auto (empty: start a local one).")
+@click.option("--step-cpus", default=0, type=int, help="CPUs and torch threads per step (0: torch's default locally, 1 on Ray).")
+@click.option("--step-gpus", default=0.0, type=float, show_default=True, help="executor=ray: GPUs per training, search or evaluation task.")
+@click.option("--claim-timeout", default=60.0, type=float, show_default=True,
+              help="Seconds without a heartbeat after which a running step is dead and may be resumed.")
 def main(**o: Any) -> None:
     """Run the whole study: prepare, baselines, searches, retraining, evaluation, stats, report."""
     setup_logging()
+    # Checked before the settings are built: building them imports the networks (seconds).
+    check_store()
+    if o["executor"] == "ray":
+        _check_ray(optional(o["ray_address"]) or "")
     try:
         seeds = tuple(int(s) for s in o["seeds"].split(",") if s.strip())
     except ValueError as e:
@@ -135,6 +163,11 @@ def main(**o: Any) -> None:
         device=o["device"],
         report_dir=Path(o["report_dir"]),
         prepare_options=_prepare_options(o["prepare_options"]),
+        executor=o["executor"],
+        ray_address=optional(o["ray_address"]) or "",
+        step_cpus=o["step_cpus"] or None,
+        step_gpus=o["step_gpus"],
+        claim_timeout=o["claim_timeout"],
     )
     try:
         run_main(cfg)

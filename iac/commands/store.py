@@ -64,13 +64,15 @@ def open_store(timeout: float | None = None) -> None:
     import mlflow
     from filelock import FileLock, Timeout
 
-    from iac.commands.common import check_tracking_store
+    from iac.commands.common import check_store, check_store_writable
 
     uri, reg = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     if (uri, reg) in _ready:
         return
-    # A read-only store stops here with one line, before MLflow tries to create or upgrade it.
-    check_tracking_store(uri)
+    # A server or database that does not answer, refuses the password or holds a schema this MLflow
+    # cannot use, and a read-only local store, each stop here with one line before anything is written.
+    check_store()
+    check_store_writable(uri)
     wait = STORE_LOCK_TIMEOUT if timeout is None else timeout
     locks = [p for p in dict.fromkeys([store_lock_path(uri), store_lock_path(reg)]) if p is not None]
     held = []

@@ -10,6 +10,9 @@ the newest checkpoint on that run's ``resumed_from`` chain, or starts afresh
 when the chain left none (:mod:`iac.commands.resume`); otherwise the step
 runs. The unfinished runs of the step are then marked KILLED, tagged with
 the run that superseded them.
+A RUNNING run whose process still sends heartbeats is waited for instead, and
+a run is handed to a step only by the worker that claimed it
+(:mod:`iac.study.claims`), so workers sharing a store never run a step twice.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from iac.commands.resume import SUPERSEDED_TAG, take_over
+from iac.study import claims
 
 _logger = logging.getLogger(__name__)
 
@@ -60,12 +64,16 @@ class StepCache:
             ``original_seconds``: the wall time of the run that did the work, for a
             reused step the finished run's), in call order.
         echo: where the one-line progress messages go.
+        claim_timeout: seconds without a heartbeat after which a RUNNING run is dead and may be resumed.
+        poll_seconds: how often a step that another worker runs is looked up again.
     """
 
     experiment_id: str
     code: str
     log: list[dict[str, Any]] = field(default_factory=list)
     echo: Callable[[str], None] = _logger.info
+    claim_timeout: float = claims.DEFAULT_CLAIM_TIMEOUT_S
+    poll_seconds: float = 5.0
 
     def run(
         self,
@@ -86,18 +94,32 @@ class StepCache:
         """
         key = step_key(step, params, self.code)
         t0 = time.perf_counter()
-        runs = _runs_with_key(self.experiment_id, key)
-        for r in runs:
-            if r.info.status == "FINISHED" and OUTPUTS_TAG in r.data.tags:
-                outputs = json.loads(r.data.tags[OUTPUTS_TAG])
-                if validate is None or validate(outputs):
-                    secs = time.perf_counter() - t0
-                    self.echo(f"  = {label}: reusing finished run {r.info.run_id[:8]}")
-                    self.log.append({"step": label, "run_id": r.info.run_id, "reused": True, "seconds": secs,
-                                     "original_seconds": _run_seconds(r)})
-                    return StepOutcome(outputs, True, secs)
-        unfinished = [r for r in runs if r.info.status in UNFINISHED and SUPERSEDED_TAG not in r.data.tags]
-        resume = unfinished[0].info.run_id if unfinished else None
+        token, waiting = claims.worker_token(), None
+        while True:
+            runs = _runs_with_key(self.experiment_id, key)
+            for r in runs:
+                if r.info.status == "FINISHED" and OUTPUTS_TAG in r.data.tags:
+                    outputs = json.loads(r.data.tags[OUTPUTS_TAG])
+                    if validate is None or validate(outputs):
+                        secs = time.perf_counter() - t0
+                        self.echo(f"  = {label}: reusing finished run {r.info.run_id[:8]}")
+                        self.log.append({"step": label, "run_id": r.info.run_id, "reused": True, "seconds": secs,
+                                         "original_seconds": _run_seconds(r)})
+                        return StepOutcome(outputs, True, secs)
+            # Hand the newest unfinished run nobody took over to the step, under a claim (the step follows its
+            # resumed_from chain to a checkpoint, or starts afresh); wait for a live one (another worker runs it).
+            open_runs = [r for r in runs if SUPERSEDED_TAG not in r.data.tags]
+            ready, alive = claims.resumable(open_runs, lambda run_id: True, self.claim_timeout, UNFINISHED)
+            resume = next((r.info.run_id for r in ready if claims.claim(r.info.run_id, token)), None)
+            if resume is None and (alive or ready):  # a live run, or a claim just taken by another worker
+                if alive and waiting != alive[0].info.run_id:
+                    waiting = alive[0].info.run_id
+                    self.echo(f"  ~ {label}: run {waiting[:8]} is running elsewhere; waiting for it")
+                time.sleep(self.poll_seconds)
+                continue
+            break
+        live = {r.info.run_id for r in alive}
+        unfinished = [r for r in open_runs if r.info.status in UNFINISHED and r.info.run_id not in live]
         self.echo(f"  > {label}: {'resuming run ' + resume[:8] if resume else 'running'}")
         outputs = launch({STEP_KEY_TAG: key}, resume)
         if outputs.get("run_id"):

@@ -145,6 +145,10 @@ def run_study(
 ) -> StudyResult:
     """Run (or reuse) every step of the study and write the report.
 
+    ``prepare`` runs here; the other steps form a graph (:func:`study_graph`)
+    that the executor runs: one after another in this process (``local``), or
+    as Ray tasks in dependency order (``ray``, :mod:`iac.study.executors`).
+
     Args:
         cfg: the study's settings.
         experiment_id: the experiment whose runs the step cache searches.
@@ -152,9 +156,11 @@ def run_study(
         tracker: the ``main`` run's tracker (the report is logged there).
         echo: where progress lines go (the ``main`` command prints them).
     """
+    from iac.study.executors import make_executor
+
     t_start = time.perf_counter()
     budget = resolve_budget(cfg)
-    cache = StepCache(experiment_id, code_version(), echo=echo)
+    cache = StepCache(experiment_id, code_version(), echo=echo, claim_timeout=cfg.claim_timeout)
     tags = {STUDY_TAG: study_run_id}
     if cfg.budget != "paper":
         echo(
@@ -162,23 +168,112 @@ def run_study(
             f"+{budget.extra_epochs} per variant, full search {budget.search_epochs} epochs); "
             "use -P budget=paper on a GPU host for the paper's budgets"
         )
-    prep = _prepare(cfg, budget, cache, tags)
-    steps = StudySteps(cfg, budget, cache, tags, Path(prep["data"]), prep["fingerprint"])
-    base_uri, models = _train_baselines(steps)
-    searches: dict[str, dict] = {}
-    for seed in cfg.seeds:
-        searches.update(_search_seed(steps, seed, base_uri))
-        models.update(_retrain_cells(steps, seed, searches, base_uri))
-    evals = _evaluate_models(steps, models)
-    st = steps.stats(sorted(e["run_id"] for e in evals.values()))
+    with make_executor(cfg, echo) as executor:
+        prep = _prepare(cfg, budget, cache, tags)
+        steps = StudySteps(cfg, budget, cache, tags, Path(prep["data"]), prep["fingerprint"])
+        done = executor.run(study_graph(steps), steps)
 
+    models = {n.output: done[n.name]["model_uri"] for n in study_graph(steps) if n.output and n.kind == "model"}
+    searches = {n.output: done[n.name] for n in study_graph(steps) if n.kind == "cell"}
+    evals = {n.output: done[n.name] for n in study_graph(steps) if n.kind == "evaluation"}
     seconds = time.perf_counter() - t_start
     outputs = {
         "data": str(steps.data), "fingerprint": steps.fingerprint, "models": models,
-        "searches": searches, "evaluations": evals, "stats": st,
+        "searches": searches, "evaluations": evals, "stats": done["stats"],
     }
     report = write_report(cfg, budget, outputs, cache.log, seconds, Path(cfg.report_dir), tracker)
     return StudyResult(outputs=outputs, report=report, steps=cache.log, seconds=seconds)
+
+
+@dataclass(frozen=True)
+class Node:
+    """One step of the study graph.
+
+    Attributes:
+        name: unique name; ``deps`` and the results refer to it.
+        deps: the nodes whose outputs the step needs (run before it).
+        call: ``call(steps, outputs of deps by name) -> outputs``; runs the step through the step cache.
+        kind: ``model`` (a trained U-Net), ``cell``, ``evaluation`` (on test), or ``other``.
+        output: the key of the result in the study's ``models`` / ``searches`` / ``evaluations``.
+        accelerated: whether the step trains or predicts (asks for the GPUs of a Ray task).
+    """
+
+    name: str
+    deps: tuple[str, ...]
+    call: Callable[["StudySteps", dict[str, dict]], dict]
+    kind: str = "other"
+    output: str = ""
+    accelerated: bool = True
+
+
+def study_graph(steps: StudySteps) -> list[Node]:
+    """The steps after ``prepare``, in the order the local executor runs them (a topological order).
+
+    baseline -> plain extra epochs and skip baselines; per seed: full search ->
+    LTH search (compared with it), random cell, each cell retrained from the
+    baseline; every model evaluated on test (cells also on val); stats over
+    the test evaluations.
+    """
+    cfg, budget, seed0 = steps.cfg, steps.budget, steps.cfg.seeds[0]
+    extra = budget.extra_epochs
+    nodes = [
+        Node("baseline", (), lambda s, d: s.train("baseline U-Net", "identity", budget.baseline_epochs, None, None, seed0),
+             "model", "identity"),
+        Node("identity-extra", ("baseline",), lambda s, d: s.train(
+            "plain U-Net, extra epochs", "identity", extra, d["baseline"]["model_uri"], None, seed0), "model", "identity-extra"),
+    ]
+    nodes += [
+        Node(skip, ("baseline",), _train_skip(skip, extra, seed0), "model", skip) for skip in cfg.skips
+    ]
+    for seed in cfg.seeds:
+        nodes += [
+            Node(f"full-{seed}", ("baseline",), _search(seed, "full"), "cell", f"full-{seed}"),
+            Node(f"lth-{seed}", ("baseline", f"full-{seed}"), _search(seed, "lth"), "cell", f"lth-{seed}"),
+            Node(f"random-{seed}", ("baseline",), _random(seed), "cell", f"random-{seed}", accelerated=False),
+        ]
+        nodes += [
+            Node(f"iac-{m}/seed{seed}", ("baseline", f"{m}-{seed}"), _train_cell(seed, m), "model", f"iac-{m}/seed{seed}")
+            for m in CELL_METHODS
+        ]
+    tested = []
+    for n in [n for n in nodes if n.kind == "model"]:
+        nodes.append(Node(f"evaluate {n.output} (test)", (n.name,), _evaluate(n.output, n.name, "test"), "evaluation", n.output))
+        tested.append(nodes[-1].name)
+        if n.output.startswith("iac-"):
+            nodes.append(Node(f"evaluate {n.output} (val)", (n.name,), _evaluate(n.output, n.name, "val")))
+    nodes.append(Node("stats", tuple(tested), lambda s, d: s.stats(sorted(d[t]["run_id"] for t in tested)),
+                      accelerated=False))
+    return nodes
+
+
+# Node calls are module-level factories (not lambdas over loop variables) so each binds its own values.
+def _train_skip(skip: str, epochs: int, seed: int):
+    return lambda s, d: s.train(f"{skip} skips", skip, epochs, d["baseline"]["model_uri"], None, seed)
+
+
+def _search(seed: int, method: str):
+    def call(s: StudySteps, d: dict[str, dict]) -> dict:
+        scfg = s.search_config(seed, d["baseline"]["model_uri"])
+        reference = d[f"full-{seed}"]["run_id"] if method == "lth" else None  # LTH compares itself with its seed's full search
+        return s.search(scfg, method, reference)
+
+    return call
+
+
+def _random(seed: int):
+    return lambda s, d: s.random_cell(s.search_config(seed, d["baseline"]["model_uri"]))
+
+
+def _train_cell(seed: int, method: str):
+    return lambda s, d: s.train(
+        f"U-Net + {method} cell (seed {seed})", "iac", s.budget.extra_epochs, d["baseline"]["model_uri"],
+        d[f"{method}-{seed}"]["cell_uri"], seed,
+    )
+
+
+def _evaluate(label: str, model_node: str, split: str):
+    """Every model on test; cells also on val (which writes val_dice back to the cell)."""
+    return lambda s, d: s.evaluate(label, d[model_node]["model_uri"], split)
 
 
 def _prepare(cfg: MainConfig, budget: Budget, cache: StepCache, tags: dict[str, str]) -> dict[str, Any]:
@@ -200,55 +295,3 @@ def _prepare(cfg: MainConfig, budget: Budget, cache: StepCache, tags: dict[str, 
         lambda extra, _resume: prepare_step(pcfg, {**tags, **extra}),
         validate=lambda o: (Path(o["data"]) / "manifest.json").is_file(),
     ).outputs
-
-
-def _train_baselines(steps: StudySteps) -> tuple[str, dict[str, str]]:
-    """The baseline U-Net, then the plain and skip variants trained on from its weights.
-
-    Every variant gets the same extra epochs, so the plain ``identity-extra``
-    model separates the effect of the skips from that of training longer.
-
-    Returns:
-        (the baseline's model URI, method name -> model URI)
-    """
-    cfg, budget, seed = steps.cfg, steps.budget, steps.cfg.seeds[0]
-    base = steps.train("baseline U-Net", "identity", budget.baseline_epochs, None, None, seed)["model_uri"]
-    models = {"identity": base}
-    models["identity-extra"] = steps.train(
-        "plain U-Net, extra epochs", "identity", budget.extra_epochs, base, None, seed
-    )["model_uri"]
-    for skip in cfg.skips:
-        models[skip] = steps.train(f"{skip} skips", skip, budget.extra_epochs, base, None, seed)["model_uri"]
-    return base, models
-
-
-def _search_seed(steps: StudySteps, seed: int, base_uri: str) -> dict[str, dict]:
-    """The full and LTH searches and the random cell of one seed, keyed ``<method>-<seed>``."""
-    scfg = steps.search_config(seed, base_uri)
-    found: dict[str, dict] = {}
-    for method in SEARCH_METHODS:
-        reference = found.get(f"full-{seed}", {}).get("run_id") if method == "lth" else None
-        found[f"{method}-{seed}"] = steps.search(scfg, method, reference)
-    found[f"random-{seed}"] = steps.random_cell(scfg)
-    return found
-
-
-def _retrain_cells(steps: StudySteps, seed: int, searches: dict[str, dict], base_uri: str) -> dict[str, str]:
-    """The baseline with each cell of one seed implanted, trained for the extra epochs."""
-    models = {}
-    for method in CELL_METHODS:
-        cell = searches[f"{method}-{seed}"]["cell_uri"]
-        models[f"iac-{method}/seed{seed}"] = steps.train(
-            f"U-Net + {method} cell (seed {seed})", "iac", steps.budget.extra_epochs, base_uri, cell, seed
-        )["model_uri"]
-    return models
-
-
-def _evaluate_models(steps: StudySteps, models: dict[str, str]) -> dict[str, dict]:
-    """Every model on test; cells also on val (which writes val_dice back to the cell)."""
-    evals: dict[str, dict] = {}
-    for name, uri in models.items():
-        evals[name] = steps.evaluate(name, uri, "test")
-        if name.startswith("iac-"):
-            steps.evaluate(name, uri, "val")
-    return evals

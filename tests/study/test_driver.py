@@ -18,7 +18,7 @@ from iac.tracking import MemoryTracker
 class FakeCache:
     """Launches every step (nothing is reused) and logs each call as the step cache does."""
 
-    def __init__(self, experiment_id: str, code: str, echo) -> None:
+    def __init__(self, experiment_id: str, code: str, echo, claim_timeout: float = 60.0) -> None:
         self.log: list[dict] = []
 
     def run(self, step, label, params, launch, validate=None):
