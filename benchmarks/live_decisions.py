@@ -146,10 +146,16 @@ def run_arms(args: argparse.Namespace) -> None:
         print(f"arm {name}: {out['epochs_run']} epochs, {out['search_seconds']:.0f} s, {out['genotype']}", flush=True)
 
 
-def decision_step(trajectory: dict) -> int | None:
-    """Architecture step of the last pruning event (every edge decided), None when IAC-LTH never finished."""
+def decision_step(trajectory: dict) -> tuple[int, bool]:
+    """When IAC-LTH had decided every edge: (architecture step of its last pruning event, True).
+
+    A search that never decided every edge counts as deciding at the end of its
+    budget, as in the simulator: (architecture steps run, False).
+    """
     events = trajectory.get("events") or []
-    return int(events[-1]["arch_step"]) if events else None
+    if events and any(r.get("all_decided") for r in trajectory["epochs"]):
+        return int(events[-1]["arch_step"]), True
+    return int(trajectory["epochs"][-1]["arch_steps"]), False
 
 
 def summary(args: argparse.Namespace) -> str:
@@ -162,20 +168,22 @@ def summary(args: argparse.Namespace) -> str:
     trajs = {n: load_trajectory(args.results / a["trajectory"]) for n, a in arms.items()}
     genos = {n: final_genotype(t) for n, t in trajs.items()}
     fulls = {a["seed"]: n for n, a in arms.items() if a["method"] == "full" and not a.get("overrides")}
-    lines = ["## Cadence invariance (live, quick phantom; decision = architecture step of the last pruning)", "",
+    lines = ["## Cadence invariance (live, quick phantom)", "",
+             ("Decision = the architecture step of the last pruning event once every edge is decided; "
+             "'never (N)' = some edge was still undecided after the N architecture steps run (counted as N)."), "",
              "| criterion | check_every | seed | decision step | epochs run | search s | shared with full (same seed) |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     rows = {}
     for n, a in arms.items():
         if a["method"] != "lth":
             continue
-        step = decision_step(trajs[n])
+        step, decided = decision_step(trajs[n])
         shared = None
         if a["seed"] in fulls:
             ag = agreement(genos[fulls[a["seed"]]], genos[n])
             shared = (ag.shared, ag.total)
         rows[n] = {**a, "step": step, "shared": shared}
-        lines.append(f"| {a['criterion']} | {a['check_every']} | {a['seed']} | {step if step is not None else 'never'} | "
+        lines.append(f"| {a['criterion']} | {a['check_every']} | {a['seed']} | {step if decided else f'never ({step})'} | "
                      f"{a['epochs_run']} | {a['search_seconds']:.0f} | "
                      f"{'-' if shared is None else f'{shared[0]}/{shared[1]}'} |")
     lines += ["", ("| criterion | quantity | shift at check_every 5 | shift at check_every 20 | seed spread (0 vs 1) | "
