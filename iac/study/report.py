@@ -199,7 +199,7 @@ def _cells_section(searches: dict[str, dict], folder: Path) -> list[str]:
         got = _download(out["run_id"], f"plots/{CELL_DIAGRAM_NAME}", folder / "figures" / "cells" / key)
         if not (got and got.is_file()):
             continue
-        rel = got.relative_to(folder).as_posix()
+        rel = got.resolve().relative_to(folder.resolve()).as_posix()  # MLflow returns an absolute path
         lines += [f"### {key}: `{out.get('cell_uri', '')}`", "", f"`{out.get('genotype', '')}`", "",
                   f"![cell {key}]({rel})", ""]
     return ["## Cells", "", *lines] if lines else []

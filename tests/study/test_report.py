@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 
 from iac.config import BUDGETS, MainConfig
@@ -96,7 +97,7 @@ def test_the_report_gathers_stats_and_search_figures_from_their_runs(tmp_path, e
     assert "## Search full-0" not in text and "## Search random-0" not in text
 
 
-def test_the_report_shows_every_cell_diagram_once(tmp_path, experiment):
+def test_the_report_shows_every_cell_diagram_once(tmp_path, experiment, monkeypatch):
     import mlflow
 
     png = tmp_path / "png"
@@ -115,7 +116,8 @@ def test_the_report_shows_every_cell_diagram_once(tmp_path, experiment):
                    "cell_uri": "models:/iac-cell-phantom-unet/1"},
         "random-0": {"run_id": runs["random-0"], "genotype": "G-random", "cell_uri": "models:/iac-cell-phantom-unet/2"},
     }
-    _, text, _ = _write(tmp_path / "out", _outputs(searches))
+    monkeypatch.chdir(tmp_path)  # a relative report_dir, as main's default `outputs`
+    _, text, _ = _write(Path("out"), _outputs(searches))
     folder = tmp_path / "out" / "phantom-local"
     assert "## Cells" in text
     assert "### full-0: `models:/iac-cell-phantom-unet/1`" in text and "`G-random`" in text
