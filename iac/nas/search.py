@@ -213,19 +213,10 @@ def check_search_checkpoint(state: Mapping[str, Any], cfg: SearchConfig) -> None
     and the search space (operations, nodes, inputs, width, partial channels,
     per-level cells): a checkpoint of another space cannot be loaded.
     """
-    from iac.train.checkpoint import CheckpointError
+    from iac.train.checkpoint import CheckpointError, check_checkpoint_header
 
-    if state.get("kind") != _CHECKPOINT_KIND:
-        raise CheckpointError(f"not a search checkpoint (kind {state.get('kind')!r}, expected {_CHECKPOINT_KIND!r})")
-    if state.get("version") != _CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"the search checkpoint has format version {state.get('version')!r}, written by another code version "
-            f"(iac {state.get('code', 'unknown')}); this code reads version {_CHECKPOINT_VERSION}: "
-            "start the search afresh (resume='')"
-        )
-    missing = [k for k in CHECKPOINT_KEYS if k not in state]
-    if missing:
-        raise CheckpointError(f"the search checkpoint lacks {', '.join(missing)}")
+    check_checkpoint_header(state, "search", _CHECKPOINT_KIND, _CHECKPOINT_VERSION, CHECKPOINT_KEYS,
+                            "start the search afresh (resume='')")
     saved = (state.get("trajectory") or {}).get("space")
     space = SearchSpace.from_config(cfg).to_dict()
     if saved != space:

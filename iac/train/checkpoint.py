@@ -183,3 +183,24 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     )
     version, internal, gauss_next = state["python"]
     random.setstate((int(version), tuple(int(x) for x in internal), gauss_next))
+
+
+def check_checkpoint_header(state, what: str, kind: str, version: int, keys, afresh: str) -> None:
+    """Raise a one-line :class:`CheckpointError` unless ``state`` has ``kind``, format ``version`` and ``keys``.
+
+    Args:
+        state: the loaded checkpoint.
+        what: how the messages name it (``"search"``, ``"training"``).
+        kind, version, keys: what this code writes and reads.
+        afresh: the advice when the version differs (e.g. ``"start afresh (resume='')"``).
+    """
+    if state.get("kind") != kind:
+        raise CheckpointError(f"not a {what} checkpoint (kind {state.get('kind')!r}, expected {kind!r})")
+    if state.get("version") != version:
+        raise CheckpointError(
+            f"the {what} checkpoint has format version {state.get('version')!r}, written by another code version "
+            f"(iac {state.get('code', 'unknown')}); this code reads version {version}: {afresh}"
+        )
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise CheckpointError(f"the {what} checkpoint lacks {', '.join(missing)}")

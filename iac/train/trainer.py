@@ -29,7 +29,14 @@ from iac.eval.validate import ValidateFn
 from iac.faults import fault_point
 from iac.tracking import Tracker
 from iac.train.augment import reseed_augment
-from iac.train.checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from iac.train.checkpoint import (
+    CheckpointError,
+    capture_rng_state,
+    check_checkpoint_header,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
 from iac.train.device import (
     make_grad_scaler,
     resolve_device,
@@ -97,17 +104,8 @@ def check_trainer_checkpoint(state: Mapping[str, Any], model: nn.Module) -> None
     the keys, and that the network's tensors have the checkpoint's names and
     shapes (a checkpoint of another network cannot be loaded).
     """
-    if state.get("kind") != _CHECKPOINT_KIND:
-        raise CheckpointError(f"not a training checkpoint (kind {state.get('kind')!r}, expected {_CHECKPOINT_KIND!r})")
-    if state.get("version") != _CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"the training checkpoint has format version {state.get('version')!r}, written by another code version "
-            f"(iac {state.get('code', 'unknown')}); this code reads version {_CHECKPOINT_VERSION}: "
-            "start afresh (resume='')"
-        )
-    missing = [k for k in CHECKPOINT_KEYS if k not in state]
-    if missing:
-        raise CheckpointError(f"the training checkpoint lacks {', '.join(missing)}")
+    check_checkpoint_header(state, "training", _CHECKPOINT_KIND, _CHECKPOINT_VERSION, CHECKPOINT_KEYS,
+                            "start afresh (resume='')")
     own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     saved = {k: tuple(v.shape) for k, v in state["model"].items()}
     if own != saved:
