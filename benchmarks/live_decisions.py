@@ -45,19 +45,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 QUICK_CHECK_EVERY = 10
-# (name, method, criterion, check_every, seed), in the order they run: the seed-0 arms at every cadence first.
+# (name, method, criterion, check_every, seed), in the order they run: both full searches and the JS arms
+# (which stop early) first, then the PC-DARTS loop, then the sequential arms (which run every epoch).
 ARMS = (
     ("full-s0", "full", None, QUICK_CHECK_EVERY, 0),
     ("seq-ce10-s0", "lth", "sequential", 10, 0),
-    ("seq-ce5-s0", "lth", "sequential", 5, 0),
-    ("seq-ce20-s0", "lth", "sequential", 20, 0),
     ("full-s1", "full", None, QUICK_CHECK_EVERY, 1),
-    ("seq-ce10-s1", "lth", "sequential", 10, 1),
     ("js-ce10-s0", "lth", "js", 10, 0),
     ("js-ce10-s1", "lth", "js", 10, 1),
+    ("full-pcdarts-s0", "full", None, QUICK_CHECK_EVERY, 0),
     ("js-ce5-s0", "lth", "js", 5, 0),
     ("js-ce20-s0", "lth", "js", 20, 0),
-    ("full-pcdarts-s0", "full", None, QUICK_CHECK_EVERY, 0),
+    ("seq-ce10-s1", "lth", "sequential", 10, 1),
+    ("seq-ce5-s0", "lth", "sequential", 5, 0),
+    ("seq-ce20-s0", "lth", "sequential", 20, 0),
 )
 # Search-loop settings of an arm other than the project's defaults: PC-DARTS's (architecture step first,
 # SGD with momentum at lr 0.1, weight decay 3e-4, cell-weight gradients clipped at norm 5).
