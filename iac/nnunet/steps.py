@@ -39,7 +39,7 @@ from iac.nnunet.run import (
 )
 
 __all__ = ["NNUNetTarget", "check_inputs", "iac_names", "write_search_plans", "write_retrain_plans",
-           "export_trained", "build_trained", "predict_cases", "registry_dataset", "MODEL_FORMAT",
+           "export_trained", "build_trained", "predict_cases", "untie", "registry_dataset", "MODEL_FORMAT",
            "search_result", "final_val_dice"]
 
 # ``format`` of the JSON stored next to the safetensors weights.
@@ -185,6 +185,28 @@ def final_val_dice(output_folder: Path) -> float | None:
     return None if value is None else float(value)
 
 
+def untie(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """One copy of every tensor that several names share, and the names that alias it.
+
+    nnU-Net's state dicts name one tensor several times (``decoder.encoder.*``
+    is the encoder; ``convs.N.all_modules.0`` is ``convs.N.conv``); safetensors
+    stores each tensor once. Returns the unique tensors (CPU copies) and
+    ``alias -> kept name`` (the shortest name is kept).
+    """
+    kept: dict[tuple, str] = {}
+    unique: dict[str, torch.Tensor] = {}
+    tied: dict[str, str] = {}
+    for name in sorted(state, key=lambda k: (len(k), k)):
+        t = state[name]
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+        if t.numel() and key in kept:
+            tied[name] = kept[key]
+            continue
+        kept[key] = name
+        unique[name] = t.detach().cpu().clone().contiguous()  # a copy: no two stored tensors share memory
+    return unique, tied
+
+
 def export_trained(output_folder: Path, target: NNUNetTarget) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """A trained fold's weights (``checkpoint_final.pth``, read with ``weights_only``) and its JSON description.
 
@@ -193,8 +215,8 @@ def export_trained(output_folder: Path, target: NNUNetTarget) -> tuple[dict[str,
     ``dataset.json``, the trainer that rebuilds the network and the mirroring axes.
     """
     ckpt = read_checkpoint(output_folder / "checkpoint_final.pth")
-    state = {k[len("module."):] if k.startswith("module.") else k: v.detach().cpu().contiguous()
-             for k, v in ckpt["network_weights"].items()}
+    state, tied = untie({k[len("module."):] if k.startswith("module.") else k: v
+                         for k, v in ckpt["network_weights"].items()})
     init = ckpt.get("init_args", {})
     axes = ckpt.get("inference_allowed_mirroring_axes")
     config = {
@@ -206,6 +228,7 @@ def export_trained(output_folder: Path, target: NNUNetTarget) -> tuple[dict[str,
         "inference_allowed_mirroring_axes": list(axes) if axes is not None else None,
         "nnunet_dataset": target.name,
         "fold": target.fold,
+        "tied": tied,
     }
     if not isinstance(config["plans"], dict):
         raise NNUNetCheckpointError(f"{output_folder / 'checkpoint_final.pth'} carries no plans (init_args)")
@@ -234,7 +257,9 @@ def build_trained(config: Mapping[str, Any], state: Mapping[str, torch.Tensor]) 
     net = get_network_from_plans(conf.network_arch_class_name, conf.network_arch_init_kwargs,
                                  conf.network_arch_init_kwargs_req_import, n_in, n_out, allow_init=False,
                                  deep_supervision=False)
-    net.load_state_dict(dict(state), strict=True)
+    full = dict(state)
+    full.update({alias: full[kept] for alias, kept in config.get("tied", {}).items()})
+    net.load_state_dict(full, strict=True)
     return net.eval()
 
 

@@ -66,3 +66,24 @@ def test_register_nnunet_stores_safetensors_and_json(tmp_path, experiment):
     cell = registry.register_genotype(run.info.run_id, GENOTYPE.to_json(), "iac-cell-unit-nnunet", {"method": "lth"})
     with pytest.raises(ValueError, match="not an nnU-Net network"):
         registry.load_nnunet_files(cell.uri)
+
+
+def test_untie_stores_each_shared_tensor_once(tmp_path):
+    """nnU-Net's state dict names tensors several times; safetensors takes the untied dict, and it loads back."""
+    from safetensors.torch import load_file, save_file
+
+    from iac.nnunet.network import IACPlainConvUNet
+    from iac.nnunet.steps import untie
+    from nnunetkit import PLAIN_KWARGS, trained_like
+
+    net = trained_like(IACPlainConvUNet(**PLAIN_KWARGS, genotype=GENOTYPE.to_json()))
+    state = net.state_dict()
+    unique, tied = untie(state)
+    assert tied and any(a.startswith("decoder.encoder.") for a in tied)
+    assert set(unique) | set(tied) == set(state) and not set(unique) & set(tied)
+    save_file(unique, str(tmp_path / "w.safetensors"))  # refuses tensors that share memory
+    loaded = load_file(str(tmp_path / "w.safetensors"))
+    loaded.update({alias: loaded[kept] for alias, kept in tied.items()})
+    fresh = IACPlainConvUNet(**PLAIN_KWARGS, genotype=GENOTYPE.to_json())
+    fresh.load_state_dict(loaded, strict=True)
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in state.items())
