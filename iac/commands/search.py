@@ -451,6 +451,10 @@ def _run(method: str, o: dict[str, Any], stability: StabilityConfig | None) -> N
     setup_logging()
     nnunet = nnunet_values(o)
     if nnunet:  # a search in a trained 2-D nnU-Net: `data` and the project's backbone options are not used
+        for name in ("resume", "reference_run"):
+            if optional(o[name]):
+                raise click.BadParameter("not available with --backbone nnunet (a search inside nnU-Net starts afresh)",
+                                         param_hint=f"--{name.replace('_', '-')}")
         cfg = build_search_config({**o, "backbone": BackboneConfig.name}, check_data=False)
         try:
             run_nnunet_search(cfg, method, stability, nnunet)

@@ -32,6 +32,8 @@ def _invoke(args: list[str], tmp_path, monkeypatch):
         (["retrain", "--data", "x", "--backbone", "nnunet", "--nnunet-dataset", "501"], 2, ["--skip", "skip=iac"]),
         (["retrain", "--data", "x", "--backbone", "nnunet", "--nnunet-dataset", "501", "--skip", "iac"], 2,
          ["--genotype"]),
+        (["search_lth", "--data", "x", "--backbone", "nnunet", "--nnunet-dataset", "501", "--resume", "abc"], 2,
+         ["--resume", "not available with --backbone nnunet"]),
         (["search_lth", "--data", "x", "--backbone", "nnunet", "--nnunet-dataset", "501"], 1,
          ["nnUNet_raw is not set"]),
     ],
