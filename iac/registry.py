@@ -304,6 +304,57 @@ def load_unet(uri: str, device: str = "cpu"):
     return net, config, tags
 
 
+# ------------------------------------------------------------ nnU-Net networks
+
+# Files of a registered nnU-Net network (``iac-unet-<dataset>-nnunet``).
+NNUNET_WEIGHTS = "model.safetensors"
+NNUNET_CONFIG = "nnunet_model.json"
+
+
+def register_nnunet(run_id: str, state_dict: dict, config: dict[str, Any], name: str, tags: dict[str, Any]) -> ModelRef:
+    """Register a trained nnU-Net network as safetensors weights plus a JSON of its plans and architecture.
+
+    The files go into an MLflow logged model (type ``nnunet``) of ``run_id``;
+    no pickle is written. :func:`load_nnunet_files` reads them back.
+
+    Args:
+        run_id: the training run that owns the model.
+        state_dict: network weights.
+        config: the JSON description (:func:`iac.nnunet.steps.export_trained`).
+        name: registered-model name (``iac-unet-<dataset>-nnunet``).
+        tags: model-version tags.
+    """
+    import mlflow
+    from safetensors.torch import save_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(Path(tmp) / NNUNET_WEIGHTS))
+        (Path(tmp) / NNUNET_CONFIG).write_text(json.dumps(config, indent=1, sort_keys=True))
+        experiment_id = _client().get_run(run_id).info.experiment_id
+        logged = mlflow.initialize_logged_model(name="model", source_run_id=run_id, model_type="nnunet",
+                                                experiment_id=experiment_id)
+        _client().log_model_artifacts(logged.model_id, tmp)
+        mlflow.finalize_logged_model(logged.model_id, "READY")
+    mv = mlflow.register_model(f"models:/{logged.model_id}", name)
+    fault_point("register")
+    set_version_tags(name, str(mv.version), tags)
+    return resolve(f"models:/{name}/{mv.version}")
+
+
+def load_nnunet_files(uri: str) -> tuple[dict, dict[str, Any], dict[str, str]]:
+    """The weights (safetensors), JSON description and version tags of a registered nnU-Net network."""
+    import mlflow
+    from safetensors.torch import load_file
+
+    ref = resolve(uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=tmp))
+        weights, cfg = next(local.rglob(NNUNET_WEIGHTS), None), next(local.rglob(NNUNET_CONFIG), None)
+        if weights is None or cfg is None:
+            raise ValueError(f"{uri!r} is not an nnU-Net network of this project (no {NNUNET_WEIGHTS} / {NNUNET_CONFIG})")
+        return load_file(str(weights)), json.loads(cfg.read_text()), ref.tags
+
+
 # ------------------------------------------------------------------ genotypes
 
 

@@ -174,6 +174,8 @@ def _log_per_case(per_case, folder: Path, cfg: EvalConfig, data, tags: dict[str,
 @click.option("--save-predictions", type=click.BOOL, default=False, show_default=True, help="Log NIfTI predictions on the original grids (true/false).")
 @click.option("--batch-size", default=32, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--nnunet-dataset", default="", help="A registered nnU-Net network: the nnU-Net dataset the prepared data were "
+              "exported to (empty = the model's nnunet_dataset tag).")
 def evaluate(**o: Any) -> None:
     """Evaluate a trained U-Net per patient and write per_case.csv."""
     setup_logging()
@@ -191,7 +193,15 @@ def evaluate(**o: Any) -> None:
         device=o["device"],
     )
     prepared_folder("data", o["data"])  # after the values: a usage error names the first bad option
+    from iac.commands.nnunet_steps import is_nnunet_model, run_nnunet_evaluate
+
     try:
+        if is_nnunet_model(cfg.model):  # nnU-Net's predictor on the exported images, scored the same way
+            run_nnunet_evaluate(cfg, optional(o["nnunet_dataset"]))
+            return
+        if optional(o["nnunet_dataset"]):
+            raise click.BadParameter(f"{cfg.model} is not a registered nnU-Net network (tag backbone=nnunet)",
+                                     param_hint="--nnunet-dataset")
         run_evaluate(cfg)
     except ValueError as e:
         raise click.ClickException(str(e)) from e

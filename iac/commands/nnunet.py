@@ -156,6 +156,8 @@ def evaluate(**o: Any) -> None:
     import tempfile
 
     from iac.data.store import PreparedDataset
+    from iac.eval.evaluate import structure_tolerances
+    from iac.eval.metrics import DEFAULT_NSD_TOLERANCE_MM
     from iac.eval.per_case import save_per_case
     from iac.nnunet.evaluate import evaluate_predictions
 
@@ -173,6 +175,7 @@ def evaluate(**o: Any) -> None:
         tracker = tracker_for(run)
         tracker.log_metrics(result.aggregates)
         meta = {"empty_policy": o["empty_policy"], "restore": restore, "dataset": data.name,
+                "nsd_tolerance_mm": structure_tolerances(data, DEFAULT_NSD_TOLERANCE_MM, None),
                 "eval_data_fingerprint": data.fingerprint, "data_fingerprint": data.fingerprint,
                 "split": o["split"], "model": str(o["predictions"]), "method": o["method"], "backbone": BACKBONE}
         with tempfile.TemporaryDirectory() as tmp:

@@ -27,6 +27,7 @@ from iac.commands.common import (
     step_run,
     tracker_for,
 )
+from iac.commands.nnunet_steps import nnunet_options
 from iac.commands.resume import CheckpointPublisher, find_resume_point, take_over
 from iac.commands.store import open_store
 from iac.config import BackboneConfig, TrainConfig, to_dict
@@ -156,7 +157,7 @@ def _register(run_id: str, state, net, data, backbone: str, model_tags: dict[str
 
 @click.command("retrain")
 @click.option("--data", required=True, help="Prepared dataset folder.")
-@click.option("--backbone", default="unet", show_default=True, help="unet, resunet or basicunet.")
+@click.option("--backbone", default="unet", show_default=True, help="unet, resunet or basicunet; nnunet: a trained 2-D nnU-Net (--nnunet-*).")
 @click.option("--preset", default="small", show_default=True, help="Backbone size preset.")
 @click.option("--skip", default="identity", show_default=True, help="identity, attention, residual, dense or iac.")
 @click.option("--genotype", default="", help="With skip=iac: models:/iac-cell-.../N (or @champion), runs:/<id>, or a genotype.json path.")
@@ -172,9 +173,19 @@ def _register(run_id: str, state, net, data, backbone: str, model_tags: dict[str
 @click.option("--device", default="auto", show_default=True)
 @click.option("--deterministic", type=click.BOOL, default=False, show_default=True, help="Deterministic CUDA kernels, cuDNN autotuner off (true/false; CPU runs always are).")
 @click.option("--max-slices-per-epoch", default=0, show_default=True, type=int, help="Cap on slices per epoch (0 = all).")
+@nnunet_options
 def retrain(**o: Any) -> None:
     """Train a U-Net with the chosen skip modules and register it."""
+    from iac.commands.nnunet_steps import nnunet_values, run_nnunet_retrain
+
     setup_logging()
+    nnunet = nnunet_values(o)
+    if nnunet:  # the fold's trained 2-D nnU-Net with a cell, retrained with nnU-Net's loop
+        try:
+            run_nnunet_retrain(o, nnunet)
+        except ValueError as e:
+            raise click.ClickException(str(e)) from e
+        return
     cfg = build_config(
         TrainConfig,
         data=Path(o["data"]),

@@ -37,6 +37,7 @@ from iac.commands.common import (
     step_run,
     tracker_for,
 )
+from iac.commands.nnunet_steps import nnunet_options
 from iac.commands.resume import CheckpointPublisher, ResumePoint, find_resume_point, take_over
 from iac.commands.store import open_store
 from iac.config import (
@@ -366,7 +367,7 @@ def search_options(fn):
     """Options shared by search_full and search_lth."""
     opts = [
         click.option("--data", required=True, help="Prepared dataset folder."),
-        click.option("--backbone", default="unet", show_default=True, help="Backbone of the baseline to train when no --pretrained is given."),
+        click.option("--backbone", default="unet", show_default=True, help="Backbone of the baseline to train when no --pretrained is given; nnunet: search in a trained 2-D nnU-Net (--nnunet-*)."),
         click.option("--preset", default="small", show_default=True, help="Backbone size preset."),
         click.option("--epochs", default=200, show_default=True, type=int, help="Search epochs (the paper's full search: 200)."),
         click.option("--pretrained", default="", help="Registered baseline U-Net (models:/...); empty = train one first."),
@@ -396,7 +397,7 @@ def search_options(fn):
     ]
     for opt in reversed(opts):
         fn = opt(fn)
-    return fn
+    return nnunet_options(fn)
 
 
 def _optional_float(name: str, text: str) -> float | None:
@@ -408,8 +409,8 @@ def _optional_float(name: str, text: str) -> float | None:
         raise click.BadParameter(f"expected a number or empty, got {text!r}", param_hint=f"--{name}") from None
 
 
-def build_search_config(o: dict[str, Any]) -> SearchConfig:
-    """Build the SearchConfig from the shared options (it validates itself)."""
+def build_search_config(o: dict[str, Any], check_data: bool = True) -> SearchConfig:
+    """Build the SearchConfig from the shared options (it validates itself); ``check_data``: ``data`` is prepared."""
     cfg = build_config(
         SearchConfig,
         data=Path(o["data"]),
@@ -439,12 +440,27 @@ def build_search_config(o: dict[str, Any]) -> SearchConfig:
         step_order=o["step_order"],
         arch_precision=o["arch_precision"],
     )
-    prepared_folder("data", o["data"])  # after the values: a usage error names the first bad option
+    if check_data:
+        prepared_folder("data", o["data"])  # after the values: a usage error names the first bad option
     return cfg
 
 
 def _run(method: str, o: dict[str, Any], stability: StabilityConfig | None) -> None:
+    from iac.commands.nnunet_steps import nnunet_values, run_nnunet_search
+
     setup_logging()
+    nnunet = nnunet_values(o)
+    if nnunet:  # a search in a trained 2-D nnU-Net: `data` and the project's backbone options are not used
+        for name in ("resume", "reference_run"):
+            if optional(o[name]):
+                raise click.BadParameter("not available with --backbone nnunet (a search inside nnU-Net starts afresh)",
+                                         param_hint=f"--{name.replace('_', '-')}")
+        cfg = build_search_config({**o, "backbone": BackboneConfig.name}, check_data=False)
+        try:
+            run_nnunet_search(cfg, method, stability, nnunet)
+        except ValueError as e:
+            raise click.ClickException(str(e)) from e
+        return
     cfg = build_search_config(o)
     try:
         run_search_step(cfg, method, stability, resume_run=cfg.resume, reference_run=optional(o["reference_run"]))

@@ -5,7 +5,9 @@ pseudo-Dice per class, EMA pseudo-Dice, learning rate, epoch timestamps) and
 ``log_summary`` to each logger in its ``loggers`` list; it ships one for
 Weights & Biases. :class:`TrackerLogger` is one for an
 :class:`iac.tracking.Tracker`: numbers become metrics at step = epoch,
-configuration becomes parameters.
+configuration becomes parameters. The search trainer adds its per-epoch
+values (operation weights, JS divergences, surviving operations, pruning
+events) through :meth:`TrackerLogger.log_many`.
 """
 
 from __future__ import annotations
@@ -41,6 +43,13 @@ class TrackerLogger:
         value = float(value)
         if math.isfinite(value):
             self.tracker.log_metrics({f"{self.prefix}{key}": value}, step=int(step))
+
+    def log_many(self, values: dict[str, Any], step: int) -> None:
+        """Several numbers of one epoch in one call (the search trainer's per-epoch values)."""
+        clean = {f"{self.prefix}{k}": float(v) for k, v in values.items()
+                 if isinstance(v, Number) and not isinstance(v, bool) and math.isfinite(float(v))}
+        if clean:
+            self.tracker.log_metrics(clean, step=int(step))
 
     def log_summary(self, key: str, value: Any) -> None:
         """Final values (e.g. the final validation Dice) as metrics without a step."""

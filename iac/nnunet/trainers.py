@@ -301,13 +301,32 @@ class nnUNetTrainerIACSearch(_IACTrainerBase):
                 self.on_validation_epoch_end(outputs)
             seconds = time.perf_counter() - t0
             rec = state.record_epoch(w_log, a_log, float(self.logger.get_value("mean_fg_dice", step=-1)), seconds)
-            for extra in self.logger.loggers:  # nnU-Net's local logger keeps a fixed set of keys; others get these
-                for key in ("surviving_ops", "arch_steps", "cum_seconds"):
-                    extra.log(f"search/{key}", rec[key], self.current_epoch)
+            self._log_search_epoch(rec)
             self.print_to_log_file(f"genotype {rec['genotype_str']}; surviving operations {rec['surviving_ops']}")
             self.on_epoch_end()
         self.on_train_end()
         self._write_results()
+
+    def _log_search_epoch(self, rec: dict[str, Any]) -> None:
+        """The project's per-epoch search values to nnU-Net's extra loggers (its local logger keeps fixed keys).
+
+        What the project's own search logs each epoch (losses, validation, timings,
+        surviving operations, operation weights ``alpha/*`` and ``beta/*``, the last
+        check's JS divergences ``js/*``), plus the architecture steps and the
+        number of pruning events so far, each as ``search/<key>`` at step = epoch.
+        """
+        from iac.nas.search import _epoch_metrics
+
+        state = self.search_state
+        values = {**_epoch_metrics(rec, state.trajectory), "arch_steps": rec["arch_steps"],
+                  "pruning_events": len(state.trajectory["events"])}
+        values = {f"search/{k}": v for k, v in values.items()}
+        for extra in self.logger.loggers:
+            if hasattr(extra, "log_many"):
+                extra.log_many(values, self.current_epoch)
+            else:
+                for key, value in values.items():
+                    extra.log(key, value, self.current_epoch)
 
     def _write_results(self) -> None:
         state = self.search_state
