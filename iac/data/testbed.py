@@ -66,11 +66,11 @@ class GroupSpec:
 # ACDC's groups: NOR normal; MINF EF < 40 % with regional akinesia; DCM LV EDV > 100 mL/m2
 # and EF < 40 %; HCM EF > 55 % and wall > 15 mm in places; RV: RV EDV > 110 mL/m2 or RV EF < 40 %.
 ACDC_GROUPS: tuple[GroupSpec, ...] = (
-    GroupSpec("NOR", (22.0, 26.0), (7.0, 10.0), (0.58, 0.68), (1.1, 1.4), (0.6, 0.72), (10.0, 15.0)),
+    GroupSpec("NOR", (24.0, 28.0), (7.0, 10.0), (0.6, 0.7), (1.1, 1.4), (0.6, 0.72), (10.0, 15.0)),
     GroupSpec("MINF", (25.0, 31.0), (6.0, 9.0), (0.8, 0.9), (1.1, 1.4), (0.65, 0.8), (5.0, 9.0), (0.4, 0.65)),
     GroupSpec("DCM", (29.0, 36.0), (5.0, 8.0), (0.84, 0.94), (1.0, 1.3), (0.7, 0.85), (4.0, 8.0)),
-    GroupSpec("HCM", (17.0, 22.0), (13.0, 19.0), (0.42, 0.58), (1.0, 1.3), (0.55, 0.7), (9.0, 14.0)),
-    GroupSpec("RV", (21.0, 26.0), (7.0, 10.0), (0.6, 0.72), (1.5, 1.9), (0.78, 0.92), (8.0, 13.0)),
+    GroupSpec("HCM", (18.0, 23.0), (13.0, 19.0), (0.46, 0.62), (1.0, 1.3), (0.55, 0.7), (9.0, 14.0)),
+    GroupSpec("RV", (23.0, 28.0), (7.0, 10.0), (0.6, 0.72), (1.5, 1.9), (0.78, 0.92), (8.0, 13.0)),
 )
 
 
@@ -223,9 +223,11 @@ def _tissue_fractions(spec: TestbedSpec, p: dict, frame: str, shifts: np.ndarray
     yy, xx = yy[None, None], xx[None, None]
     # Long-axis position of every slab sample, (Z, S, 1, 1): 0 = base at ED, 1 = apex.
     offsets = (np.arange(ns) + 0.5) / ns - 0.5 if ns > 1 else np.zeros(1)
-    z = np.arange(p["nz"])[:, None] * p["sz"] + offsets[None, :] * p["thick"]
+    z = np.arange(p["nz"])[:, None] * p["sz"] + offsets[None, :] * p["thick"]  # mm below the ED base, (Z, S)
     es = frame == "es"
-    t = ((z - (p["descent"] if es else 0.0)) / p["L"])[:, :, None, None]
+    # At ES the base descends towards the (nearly fixed) apex: the ventricle shortens.
+    descent = p["descent"] if es else 0.0
+    t = ((z - descent) / (p["L"] - descent))[:, :, None, None]
     cy = p["c0"][0] + shifts[:, 0].reshape(-1, 1, 1, 1)
     cx = p["c0"][1] + shifts[:, 1].reshape(-1, 1, 1, 1)
     c, si = np.cos(p["angle"]), np.sin(p["angle"])

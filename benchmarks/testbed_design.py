@@ -1,0 +1,161 @@
+"""Cheap design proxies for the test bed: can the skip cell matter on it?
+
+Usage (from the project root)::
+
+    python benchmarks/testbed_design.py --out benchmarks/results/testbed_design \\
+        [--variant testbed] [--phantom-seed 101] [--patients 20] [--size 48] \\
+        [--epochs 40] [--extra-epochs 10] [--threads 1] [--arms baseline,wide,...]
+
+Prepares one small cohort (``--variant`` ``testbed`` or ``classic``; the
+design calibration cohort is ``phantom_seed`` 101, seed 202 is kept unused for
+confirmation), then runs the arms one after another, each writing its row to
+``<out>/results.jsonl`` as soon as it finishes (a rerun skips the arms already
+there, so the script is resumable):
+
+- ``baseline``: the small U-Net (8, 16, 32, 64), identity skips, ``--epochs``
+  epochs; records whether validation Dice plateaued (less than 0.5 point of
+  best validation Dice gained over the last fifth of the epochs).
+- ``wide``: the same U-Net twice as wide (16, 32, 64, 128), same budget: a
+  clear gain means the baseline's error is reducible, not noise.
+- ``continued``: the baseline continued ``--extra-epochs`` with identity skips
+  (the same-extra-training control of the cells).
+- ``cell-<name>``: a fixed cell implanted in every skip of the plateaued
+  baseline and retrained ``--extra-epochs`` (hand-picked cells and random
+  cells from the search space).
+
+Every arm is evaluated on the test patients (patient-mean foreground Dice and
+per class). Timings are wall seconds on whatever the cores were doing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from iac.config import PrepareConfig, SearchConfig, TrainConfig  # noqa: E402
+from iac.data.prepare import prepare_dataset  # noqa: E402
+from iac.data.store import PreparedDataset  # noqa: E402
+from iac.eval.evaluate import evaluate_network  # noqa: E402
+from iac.models import create_backbone  # noqa: E402
+from iac.nas.genotype import CellGenotype, Genotype, SearchSpace, random_genotype  # noqa: E402
+from iac.train.retrain import load_pretrained, train_network  # noqa: E402
+from iac.tracking import Tracker  # noqa: E402
+
+SMALL = (8, 16, 32, 64)
+WIDE = (16, 32, 64, 128)
+# Hand-picked cells (4 nodes, 2 inputs each; node 0/1 are the cell inputs): one of
+# cheap pooling, one of separable convolutions, one of dilated convolutions.
+HAND_PICKED = {
+    "pool": ((("avg_pool_3x3", 0), ("max_pool_3x3", 1)), (("skip_connect", 0), ("avg_pool_3x3", 2)),
+             (("max_pool_3x3", 1), ("avg_pool_3x3", 3)), (("skip_connect", 0), ("avg_pool_3x3", 4))),
+    "sepconv": ((("sep_conv_3x3", 0), ("sep_conv_3x3", 1)), (("sep_conv_3x3", 0), ("sep_conv_5x5", 2)),
+                (("sep_conv_3x3", 1), ("sep_conv_3x3", 3)), (("skip_connect", 0), ("sep_conv_3x3", 4))),
+}
+DEFAULT_ARMS = "baseline,wide,continued,cell-sepconv,cell-pool,cell-random0,cell-random1"
+
+
+def plateau(history: list[dict[str, float]]) -> dict[str, float]:
+    """Best validation Dice at the end and at 4/5 of the epochs, and the gain between them (points)."""
+    vals = [h.get("val_dice", float("nan")) for h in history]
+    best = np.fmax.accumulate(np.nan_to_num(vals, nan=0.0))
+    cut = max(int(round(0.8 * len(best))) - 1, 0)
+    return {"val_best": float(best[-1]), "val_best_at_4_5": float(best[cut]),
+            "plateau_gain_points": float(100 * (best[-1] - best[cut]))}
+
+
+def evaluate(net: torch.nn.Module, data: PreparedDataset) -> dict[str, float]:
+    """Test-patient Dice: patient-mean foreground and per class."""
+    res = evaluate_network(net, data, split="test", progress=False)
+    agg = res.aggregates
+    out = {"test_dice_fg": agg["dice_patient_mean_fg"]}
+    out.update({k: v for k, v in agg.items() if k.startswith("dice_") and k.split("_", 1)[1] in ("RV", "myocardium", "LV")})
+    return out
+
+
+def cell_genotype(name: str, space: SearchSpace) -> Genotype:
+    """A hand-picked cell by name, or ``random<k>`` drawn with seed k."""
+    if name.startswith("random"):
+        return random_genotype(space, np.random.default_rng(int(name[len("random"):])))
+    return Genotype(space=space, cells=(CellGenotype(HAND_PICKED[name]),))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/testbed_design"))
+    parser.add_argument("--variant", default="testbed", choices=["testbed", "classic"])
+    parser.add_argument("--phantom-seed", type=int, default=101, help="design calibration cohort (202 is kept for confirmation)")
+    parser.add_argument("--patients", type=int, default=20)
+    parser.add_argument("--size", type=int, default=48)
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--extra-epochs", type=int, default=10)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0, help="training seed")
+    parser.add_argument("--arms", default=DEFAULT_ARMS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    tag = f"{args.variant}-s{args.phantom_seed}-p{args.patients}-n{args.size}-e{args.epochs}"
+    out = args.out / tag
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / "results.jsonl"
+    done = {json.loads(line)["arm"] for line in results.read_text().splitlines()} if results.is_file() else set()
+
+    t0 = time.perf_counter()
+    prep = prepare_dataset(
+        PrepareConfig(out=out / "data", phantom_variant=args.variant, phantom_seed=args.phantom_seed,
+                      phantom_patients=args.patients, phantom_size=args.size, workers=1),
+        progress=False,
+    )
+    data = PreparedDataset(prep.root)
+    prep_s = time.perf_counter() - t0
+    space = SearchSpace.from_config(SearchConfig())
+    base_cfg = TrainConfig(data=prep.root, epochs=args.epochs, lr=args.lr, seed=args.seed)
+    extra_cfg = TrainConfig(data=prep.root, epochs=args.extra_epochs, lr=args.lr / 3, seed=args.seed)
+    base_ckpt = out / "baseline_state.pt"
+
+    def record(arm: str, row: dict) -> None:
+        row = {"arm": arm, "tag": tag, "prepare_seconds": prep_s, **row}
+        with results.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+
+    for arm in args.arms.split(","):
+        if arm in done:
+            continue
+        start = time.perf_counter()
+        if arm in ("baseline", "wide"):
+            torch.manual_seed(args.seed)
+            net = create_backbone("unet", data.in_channels, data.num_classes, features=SMALL if arm == "baseline" else WIDE)
+            res = train_network(base_cfg, net, data, Tracker(), out / f"ckpt-{arm}", progress=False)
+            if arm == "baseline":
+                torch.save(res.state, base_ckpt)
+            row = {"epochs": args.epochs, "widths": list(SMALL if arm == "baseline" else WIDE), **plateau(res.history)}
+        else:
+            if not base_ckpt.is_file():
+                raise SystemExit(f"arm {arm} needs the baseline arm first ({base_ckpt} is missing)")
+            state = torch.load(base_ckpt, weights_only=True)
+            if arm == "continued":
+                kwargs, cell = {}, None
+            else:
+                g = cell_genotype(arm[len("cell-"):], space)
+                kwargs, cell = {"skip": "iac", "skip_kwargs": {"genotype": g.to_dict()}}, g.to_dict()["cells"]
+            torch.manual_seed(args.seed)
+            net = create_backbone("unet", data.in_channels, data.num_classes, features=SMALL, **kwargs)
+            load_pretrained(net, state)
+            res = train_network(extra_cfg, net, data, Tracker(), out / f"ckpt-{arm}", progress=False)
+            row = {"epochs": args.extra_epochs, "cell": cell, **plateau(res.history)}
+        row.update(evaluate(res.net, data))
+        row.update({"seconds": time.perf_counter() - start, "parameters": res.n_parameters})
+        record(arm, row)
+
+
+if __name__ == "__main__":
+    main()
