@@ -19,6 +19,8 @@ there, so the script is resumable):
   clear gain means the baseline's error is reducible, not noise.
 - ``continued``: the baseline continued ``--extra-epochs`` with identity skips
   (the same-extra-training control of the cells).
+- ``--describe N``: no training; the LV/RV volumes, ejection fractions and
+  LV mass per pathology group of the first N test-bed patients.
 - ``cell-<name>``: a fixed cell implanted in every skip of the plateaued
   baseline and retrained ``--extra-epochs`` (hand-picked cells and random
   cells from the search space).
@@ -87,6 +89,27 @@ def cell_genotype(name: str, space: SearchSpace) -> Genotype:
     return Genotype(space=space, cells=(CellGenotype(HAND_PICKED[name]),))
 
 
+def describe(n_patients: int, seed: int, size: int) -> None:
+    """Print the cohort's LV/RV volumes, ejection fractions and LV mass per group (from the label maps)."""
+    from iac.data.testbed import synthesize_testbed_patient
+
+    rows: dict[str, list[tuple[float, ...]]] = {}
+    for index in range(1, n_patients + 1):
+        p = synthesize_testbed_patient(index, seed, size)
+        (_, ed), (_, es) = p["frames"][1], p["frames"][p["es"]]
+        ml = p["spacing"][0] * p["spacing"][1] * p["spacing"][2] / 1000.0  # mL per voxel
+        lv = ((ed == 3).sum() * ml, (es == 3).sum() * ml)
+        rv = ((ed == 1).sum() * ml, (es == 1).sum() * ml)
+        mass = (ed == 2).sum() * ml * 1.05  # g (myocardial density 1.05 g/mL)
+        rows.setdefault(p["group"], []).append((lv[0], 100 * (1 - lv[1] / lv[0]), rv[0], 100 * (1 - rv[1] / rv[0]), mass))
+    print("| group | patients | LV EDV (mL) | LV EF (%) | RV EDV (mL) | RV EF (%) | LV mass (g) |")
+    print("|---|---|---|---|---|---|---|")
+    for group, r in sorted(rows.items()):
+        a = np.array(r)
+        cols = " | ".join(f"{a[:, k].min():.0f}–{a[:, k].max():.0f}" for k in range(5))
+        print(f"| {group} | {len(r)} | {cols} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/testbed_design"))
@@ -100,7 +123,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument("--arms", default=DEFAULT_ARMS)
+    parser.add_argument("--describe", type=int, default=0, help="only print volumes and EFs of this many test-bed patients")
     args = parser.parse_args()
+    if args.describe:
+        describe(args.describe, args.phantom_seed, args.size)
+        return
     torch.set_num_threads(args.threads)
     tag = f"{args.variant}-s{args.phantom_seed}-p{args.patients}-n{args.size}-e{args.epochs}"
     out = args.out / tag
