@@ -2,15 +2,15 @@
 
 Usage (from the project root)::
 
-    python benchmarks/testbed_design.py --out benchmarks/results/testbed_design \\
-        [--variant testbed] [--phantom-seed 101] [--patients 20] [--size 48] \\
+    python benchmarks/testbed_design.py [--out benchmarks/results/testbed_design] \\
+        [--work data/testbed_design] [--variant testbed] [--phantom-seed 101] [--patients 20] [--size 48] \\
         [--epochs 40] [--extra-epochs 10] [--threads 1] [--arms baseline,wide,...]
 
-Prepares one small cohort (``--variant`` ``testbed`` or ``classic``; the
-design calibration cohort is ``phantom_seed`` 101, seed 202 is kept unused for
-confirmation), then runs the arms one after another, each writing its row to
-``<out>/results.jsonl`` as soon as it finishes (a rerun skips the arms already
-there, so the script is resumable):
+Prepares one small cohort under ``--work`` (``--variant`` ``testbed`` or
+``classic``; the design calibration cohort is ``phantom_seed`` 101, seed 202
+is kept unused for confirmation), then runs the arms one after another, each
+writing its row to ``<out>/<variant>-s<seed>-p<patients>-n<size>-e<epochs>.jsonl``
+as soon as it finishes (a rerun skips the arms already there, so the script is resumable):
 
 - ``baseline``: the small U-Net (8, 16, 32, 64), identity skips, ``--epochs``
   epochs; records whether validation Dice plateaued (less than 0.5 point of
@@ -48,8 +48,8 @@ from iac.data.store import PreparedDataset  # noqa: E402
 from iac.eval.evaluate import evaluate_network  # noqa: E402
 from iac.models import create_backbone  # noqa: E402
 from iac.nas.genotype import CellGenotype, Genotype, SearchSpace, random_genotype  # noqa: E402
-from iac.train.retrain import load_pretrained, train_network  # noqa: E402
 from iac.tracking import Tracker  # noqa: E402
+from iac.train.retrain import load_pretrained, train_network  # noqa: E402
 
 SMALL = (8, 16, 32, 64)
 WIDE = (16, 32, 64, 128)
@@ -68,7 +68,7 @@ def plateau(history: list[dict[str, float]]) -> dict[str, float]:
     """Best validation Dice at the end and at 4/5 of the epochs, and the gain between them (points)."""
     vals = [h.get("val_dice", float("nan")) for h in history]
     best = np.fmax.accumulate(np.nan_to_num(vals, nan=0.0))
-    cut = max(int(round(0.8 * len(best))) - 1, 0)
+    cut = max(round(0.8 * len(best)) - 1, 0)
     return {"val_best": float(best[-1]), "val_best_at_4_5": float(best[cut]),
             "plateau_gain_points": float(100 * (best[-1] - best[cut]))}
 
@@ -112,7 +112,8 @@ def describe(n_patients: int, seed: int, size: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/testbed_design"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/testbed_design"), help="folder of the results files")
+    parser.add_argument("--work", type=Path, default=Path("data/testbed_design"), help="prepared cohort and checkpoints")
     parser.add_argument("--variant", default="testbed", choices=["testbed", "classic"])
     parser.add_argument("--phantom-seed", type=int, default=101, help="design calibration cohort (202 is kept for confirmation)")
     parser.add_argument("--patients", type=int, default=20)
@@ -130,9 +131,10 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     tag = f"{args.variant}-s{args.phantom_seed}-p{args.patients}-n{args.size}-e{args.epochs}"
-    out = args.out / tag
+    out = args.work / tag
     out.mkdir(parents=True, exist_ok=True)
-    results = out / "results.jsonl"
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = args.out / f"{tag}.jsonl"
     done = {json.loads(line)["arm"] for line in results.read_text().splitlines()} if results.is_file() else set()
 
     t0 = time.perf_counter()

@@ -173,7 +173,7 @@ def _draw(rng: np.random.Generator, spec: TestbedSpec, size: int) -> dict:
     p["L"] = _u(rng, spec.long_axis)
     p["nz"] = int(np.clip(round(p["L"] / p["sz"]) + 1, spec.slices[0], spec.slices[1]))
     p["n_frames"] = int(rng.integers(spec.n_frames[0], spec.n_frames[1] + 1))
-    p["es"] = 1 + int(round(_u(rng, spec.es_phase) * p["n_frames"]))
+    p["es"] = 1 + round(_u(rng, spec.es_phase) * p["n_frames"])
     p["c0"] = rng.normal(0.0, spec.center_jitter, size=2)
     p["angle"] = float(rng.uniform(0.0, 2 * np.pi))
     p["ell"] = _u(rng, spec.ellipticity)

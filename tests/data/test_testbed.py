@@ -13,7 +13,12 @@ from prepare_helpers import tiny_cfg
 from iac.config import ConfigError, PrepareConfig, parse_prepare_options
 from iac.data.layouts import get_layout
 from iac.data.phantom import LABEL_NAMES
-from iac.data.testbed import ACDC_GROUPS, TestbedSpec, synthesize_testbed_patient, write_testbed
+from iac.data.testbed import (
+    ACDC_GROUPS,
+    TestbedSpec,
+    synthesize_testbed_patient,
+    write_testbed,
+)
 
 SPEC = TestbedSpec()
 QUIET = dataclasses.replace(  # no noise, blur, bias, ghost or blood texture: tissue values stay exact
