@@ -110,6 +110,16 @@ def describe(n_patients: int, seed: int, size: int) -> None:
         print(f"| {group} | {len(r)} | {cols} |")
 
 
+def table(path: Path) -> None:
+    """Print a results file as the Markdown table of ``docs/datasets.md``."""
+    print("| arm | epochs | parameters | val best | gain over last fifth (points) | test Dice fg | RV | myocardium | LV | wall s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        print(f"| {r['arm']} | {r['epochs']} | {r['parameters']:,} | {r['val_best']:.3f} | {r['plateau_gain_points']:.1f} "
+              f"| {r['test_dice_fg']:.3f} | {r['dice_RV']:.3f} | {r['dice_myocardium']:.3f} | {r['dice_LV']:.3f} | {r['seconds']:.0f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/testbed_design"), help="folder of the results files")
@@ -125,7 +135,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument("--arms", default=DEFAULT_ARMS)
     parser.add_argument("--describe", type=int, default=0, help="only print volumes and EFs of this many test-bed patients")
+    parser.add_argument("--table", type=Path, default=None, help="only print this results file as a Markdown table")
     args = parser.parse_args()
+    if args.table:
+        table(args.table)
+        return
     if args.describe:
         describe(args.describe, args.phantom_seed, args.size)
         return
