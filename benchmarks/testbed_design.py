@@ -19,6 +19,8 @@ as soon as it finishes (a rerun skips the arms already there, so the script is r
   clear gain means the baseline's error is reducible, not noise.
 - ``continued``: the baseline continued ``--extra-epochs`` with identity skips
   (the same-extra-training control of the cells).
+- ``ablate-skips``: the trained baseline evaluated with its skip features
+  zeroed (no retraining): how much of the score the skip path carries.
 - ``--describe N``: no training; the LV/RV volumes, ejection fractions and
   LV mass per pathology group of the first N test-bed patients.
 - ``cell-<name>``: a fixed cell implanted in every skip of the plateaued
@@ -174,6 +176,18 @@ def main() -> None:
         if arm in done:
             continue
         start = time.perf_counter()
+        if arm == "ablate-skips":
+            # The trained baseline evaluated with every skip feature replaced by zeros
+            # (no retraining): how much of its score the skip path carries.
+            net = create_backbone("unet", data.in_channels, data.num_classes, features=SMALL)
+            net.load_state_dict(torch.load(base_ckpt, weights_only=True))
+            for module in net.skip_modules:
+                module.register_forward_hook(lambda _m, _i, output: torch.zeros_like(output))
+            row = {"epochs": 0, "parameters": sum(p.numel() for p in net.parameters())}
+            row.update(evaluate(net, data))
+            row.update({"seconds": time.perf_counter() - start, "val_best": float("nan"), "plateau_gain_points": float("nan")})
+            record(arm, row)
+            continue
         if arm in ("baseline", "wide"):
             torch.manual_seed(args.seed)
             net = create_backbone("unet", data.in_channels, data.num_classes, features=SMALL if arm == "baseline" else WIDE)
