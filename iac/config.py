@@ -21,6 +21,8 @@ from typing import Any, Sequence
 
 # Datasets ``prepare`` knows how to read (``phantom`` is generated).
 DATASETS = ("phantom", "acdc", "brats", "kits", "amos", "nnunet")
+# Generators behind dataset=phantom: the classic phantom and the harder, ACDC-like test bed (docs/datasets.md).
+PHANTOM_VARIANTS = ("classic", "testbed")
 # Skip modules a U-Net can carry in its skip connections.
 SKIPS = ("identity", "attention", "residual", "dense", "iac")
 # DARTS-standard candidate operations, in their canonical order (ties in
@@ -144,6 +146,7 @@ class PrepareConfig:
     phantom_patients: int = 34  # phantom cohort size (>= 16 train and >= 10 test with the default fractions)
     phantom_seed: int = 0  # seed of the phantom generator
     phantom_size: int = 64  # phantom in-plane matrix (pixels, before resampling)
+    phantom_variant: str = "classic"  # one of PHANTOM_VARIANTS: "classic" phantom or the ACDC-like "testbed"
 
     def __post_init__(self) -> None:
         check_one_of("dataset", self.dataset, DATASETS)
@@ -161,6 +164,9 @@ class PrepareConfig:
             )
         check_one_of("amos_modality", self.amos_modality, AMOS_MODALITIES)
         check_one_of("kits_version", self.kits_version, KITS_VERSIONS)
+        check_one_of("phantom_variant", self.phantom_variant, PHANTOM_VARIANTS)
+        if self.phantom_variant == "testbed" and self.phantom_size < 16:
+            raise ConfigError("phantom_size", f"the testbed needs a matrix of at least 16 pixels, got {self.phantom_size}")
         if self.modalities is not None and len({m.lower() for m in self.modalities}) != len(self.modalities):
             raise ConfigError("modalities", f"a modality is listed twice in {list(self.modalities)}")
         lo, hi = self.ct_clip
@@ -541,7 +547,7 @@ class MainConfig:
 PREPARE_OPTIONS = (
     "spacing", "slice_size", "size_multiple", "split_seed", "val_fraction", "test_fraction", "split_file",
     "modalities", "amos_modality", "kits_version", "ct_clip", "ct_samples_per_case", "workers", "skip_bad",
-    "overwrite", "phantom_patients", "phantom_seed", "phantom_size",
+    "overwrite", "phantom_patients", "phantom_seed", "phantom_size", "phantom_variant",
 )
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from iac.commands.common import build_config
-from iac.config import DATASETS, PrepareConfig
+from iac.config import DATASETS, PHANTOM_VARIANTS, PrepareConfig
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
@@ -87,6 +87,7 @@ def _modalities(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--phantom-patients", default=str(PrepareConfig.phantom_patients), callback=_opt_int, show_default=True, help="Phantom cohort size.")
 @click.option("--phantom-seed", default=str(PrepareConfig.phantom_seed), callback=_opt_int, show_default=True, help="Phantom generator seed.")
 @click.option("--phantom-size", default=str(PrepareConfig.phantom_size), callback=_opt_int, show_default=True, help="Phantom in-plane matrix (pixels).")
+@click.option("--phantom-variant", type=click.Choice(PHANTOM_VARIANTS), default=PrepareConfig.phantom_variant, show_default=True, help="Phantom generator: classic, or the harder ACDC-like testbed.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
 def prepare(progress: bool, **opts) -> None:
     """Prepare a dataset (or the embedded phantom) into a slice store and log it to MLflow."""
@@ -120,6 +121,7 @@ def prepare(progress: bool, **opts) -> None:
         phantom_patients=opts["phantom_patients"],
         phantom_seed=opts["phantom_seed"],
         phantom_size=opts["phantom_size"],
+        phantom_variant=opts["phantom_variant"],
     )
     run_prepare(cfg, progress=progress)
 

@@ -427,17 +427,31 @@ def write_phantom(
         raise ValueError(f"phantom size must be >= {min_size} pixels, got {size}")
     root = Path(root)
     for index in range(1, n_patients + 1):
-        pid = f"patient{index:03d}"
-        folder = root / "training" / pid
-        folder.mkdir(parents=True, exist_ok=True)
-        patient = synthesize_patient(index, seed, size, spec)
-        (folder / "Info.cfg").write_text(
-            f"ED: {patient['ed']}\nES: {patient['es']}\nGroup: NOR\n"
-            f"Height: 170.0\nNbFrame: {spec.n_frames}\nWeight: 70.0\n"
-        )
-        for frame_no, (image, label) in patient["frames"].items():
-            stem = f"{pid}_frame{frame_no:02d}"
-            # int16 as scanners store cine MR; the scale keeps the rounding error small.
-            sitk.WriteImage(_to_image(np.round(image).astype(np.int16), patient), str(folder / f"{stem}.nii.gz"))
-            sitk.WriteImage(_to_image(label, patient), str(folder / f"{stem}_gt.nii.gz"))
+        write_acdc_patient(root, index, {"n_frames": spec.n_frames, **synthesize_patient(index, seed, size, spec)})
     return root
+
+
+def write_acdc_patient(root: Path, index: int, patient: dict) -> Path:
+    """Write one synthetic patient as ACDC distributes it: ``root/training/patientNNN/``.
+
+    Args:
+        root: folder playing ACDC's ``database``.
+        index: patient number (1-based).
+        patient: ``synthesize_patient``'s dict plus ``n_frames`` (and optionally ``group``).
+
+    Returns:
+        The patient's folder.
+    """
+    pid = f"patient{index:03d}"
+    folder = Path(root) / "training" / pid
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "Info.cfg").write_text(
+        f"ED: {patient['ed']}\nES: {patient['es']}\nGroup: {patient.get('group', 'NOR')}\n"
+        f"Height: 170.0\nNbFrame: {patient['n_frames']}\nWeight: 70.0\n"
+    )
+    for frame_no, (image, label) in patient["frames"].items():
+        stem = f"{pid}_frame{frame_no:02d}"
+        # int16 as scanners store cine MR; the scale keeps the rounding error small.
+        sitk.WriteImage(_to_image(np.round(image).astype(np.int16), patient), str(folder / f"{stem}.nii.gz"))
+        sitk.WriteImage(_to_image(label, patient), str(folder / f"{stem}_gt.nii.gz"))
+    return folder

@@ -35,6 +35,7 @@ from iac.data.layouts import get_layout
 from iac.data.layouts.base import CaseSource, DataError, Discovery, LayoutInfo
 from iac.data.manifest import MANIFEST, manifest_or_none, read_manifest, write_manifest
 from iac.data.phantom import PHANTOM_VERSION, write_phantom
+from iac.data.testbed import TESTBED_VERSION, write_testbed
 from iac.data.preprocess import (
     MODALITIES,
     PreprocessParams,
@@ -116,6 +117,8 @@ def _fingerprint_params(cfg: PrepareConfig) -> dict[str, Any]:
     if cfg.dataset != "phantom":
         for key in ("phantom_patients", "phantom_seed", "phantom_size"):
             d.pop(key)
+    if cfg.dataset != "phantom" or cfg.phantom_variant == "classic":  # keeps earlier fingerprints valid
+        d.pop("phantom_variant")
     if cfg.dataset != "kits" or cfg.kits_version == "auto":  # keeps earlier fingerprints valid
         d.pop("kits_version")
     d["split_file_digest"] = file_digest(Path(cfg.split_file)) if cfg.split_file else None
@@ -402,13 +405,16 @@ def _prepare_phantom(
             "size": cfg.phantom_size,
         }
     }
+    if cfg.phantom_variant == "testbed":
+        inputs["phantom"].update(variant="testbed", version=TESTBED_VERSION)
     fp = fingerprint(inputs, params)
     if _reusable(out, fp):
         manifest = read_manifest(out)
         return manifest, True, json.loads((out / BAD_CASES).read_text())
     _check_out(out, fp, cfg.overwrite)
     with atomic_folder(out, overwrite=cfg.overwrite) as tmp:
-        raw = write_phantom(tmp / RAW_DIR, cfg.phantom_patients, cfg.phantom_seed, cfg.phantom_size)
+        write = write_testbed if cfg.phantom_variant == "testbed" else write_phantom
+        raw = write(tmp / RAW_DIR, cfg.phantom_patients, cfg.phantom_seed, cfg.phantom_size)
         plan = _validate(cfg, _discover(cfg, raw), raw, progress)
         manifest = _build(cfg, plan, fp, tmp, RAW_DIR, progress)
     # Paths inside the manifest are relative to raw/, which moved with the folder.
