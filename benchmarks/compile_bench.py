@@ -35,10 +35,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from iac.config import SearchConfig  # noqa: E402
-from iac.models import create_backbone  # noqa: E402
-from iac.nas import SearchNetwork, SearchSpace  # noqa: E402
-from iac.nas.compiled import compile_cells, compiler_available  # noqa: E402
+from iac.config import SearchConfig
+from iac.models import create_backbone
+from iac.nas import SearchNetwork, SearchSpace
+from iac.nas.compiled import compile_cells, compiler_available
 
 
 def _step(model: torch.nn.Module, x: torch.Tensor) -> float:

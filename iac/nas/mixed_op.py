@@ -241,6 +241,15 @@ def _grouped_pw(h: torch.Tensor, pw: torch.Tensor) -> torch.Tensor:
     return y.reshape(b, n * pw.shape[1], *spatial)
 
 
+# Memory against time (training mode). KEEP_INPUTS_ONLY: the conv, pool and projection stages keep only
+# their inputs for the backward pass and make the rest again there (_ConvNorm, _PoolNorm); about a third of
+# the activations of the separate calls, for about 15 % more step time (provisional, docs/benchmarks.md).
+# RECOMPUTE_DEPTHWISE (with it): the depthwise outputs are made again too instead of kept (no measurable
+# extra time). Both change memory and time only, not the result beyond float rounding.
+KEEP_INPUTS_ONLY = True
+RECOMPUTE_DEPTHWISE = True
+
+
 class _ConvNorm(torch.autograd.Function):
     """[2-D depthwise conv ->] grouped 1x1 conv -> batch-statistics norm (optional per-channel scale) [-> ReLU].
 
@@ -341,7 +350,8 @@ def conv_norm(
     pw = torch.stack([m.weight.flatten(1) for m in pws])  # (n, c_out, c_in)
     first = bns[0]
     fused = (
-        first.training
+        KEEP_INPUTS_ONLY
+        and first.training
         and _shared_norm_ok(bns)
         and not torch.is_autocast_enabled(x.device.type)
         and x.dtype == first.running_mean.dtype
@@ -351,6 +361,8 @@ def conv_norm(
         h = x if dws is None else _grouped_dw(x, dws, shared)
         y = batch_norm_group(_grouped_pw(h, pw), bns, scale=scale)
         return torch.relu(y) if relu else y
+    if dws is not None and not RECOMPUTE_DEPTHWISE:  # keep the depthwise output instead of making it again
+        x, dws, shared = _grouped_dw(x, dws, shared), None, False
     dw_w, padding, dilation = None, 0, 1
     if dws is not None:
         dw_w = torch.cat([m.weight for m in dws]) if n > 1 else dws[0].weight
@@ -419,7 +431,7 @@ class _PoolNorm(torch.autograd.Function):
         return grad_x, grad_coef, None, None, None, None
 
 
-def _pool_norm(xs: torch.Tensor, pool: "Pool", bns: Sequence[nn.Module], coef: torch.Tensor) -> torch.Tensor | None:
+def _pool_norm(xs: torch.Tensor, pool: Pool, bns: Sequence[nn.Module], coef: torch.Tensor) -> torch.Tensor | None:
     """``coef[e] * bns[e](pool.pooled(xs))`` per edge as one :class:`_PoolNorm`: (B, n, c, *S).
 
     None where it does not apply (evaluation mode, autocast, unusual norm
@@ -427,7 +439,8 @@ def _pool_norm(xs: torch.Tensor, pool: "Pool", bns: Sequence[nn.Module], coef: t
     """
     first = bns[0]
     if not (
-        first.training
+        KEEP_INPUTS_ONLY
+        and first.training
         and _shared_norm_ok(bns)
         and not torch.is_autocast_enabled(xs.device.type)
         and xs.dtype == first.running_mean.dtype == coef.dtype

@@ -153,7 +153,13 @@ def _cell_case(space, prune):
         (SearchSpace(cell_channels=4, k=1, nodes=2, n_inputs=1), False, True),
     ],
 )
-def test_search_cell_matches_per_edge_reference(space, prune, train):
+@pytest.mark.parametrize("keep_inputs_only, recompute_depthwise", [(True, True), (True, False), (False, False)])
+def test_search_cell_matches_per_edge_reference(space, prune, train, keep_inputs_only, recompute_depthwise,
+                                                monkeypatch):
+    import iac.nas.mixed_op as mixed_op
+
+    monkeypatch.setattr(mixed_op, "KEEP_INPUTS_ONLY", keep_inputs_only)
+    monkeypatch.setattr(mixed_op, "RECOMPUTE_DEPTHWISE", recompute_depthwise)
     cell, op_w, edge_w = _cell_case(space, prune)
     ref = copy.deepcopy(cell)
     cell.train(train), ref.train(train)
