@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from iac.nas.genotype import CellGenotype, SearchSpace, edge_key
-from iac.nas.mixed_op import MixedOp, channel_shuffle, source_node_outputs
+from iac.nas.mixed_op import MixedOp, channel_shuffle, conv_norm, source_node_outputs
 from iac.nas.operations import OPS, conv_class, norm_class
 
 __all__ = ["SearchCell", "DiscreteCell", "Projection"]
@@ -38,11 +38,23 @@ def _input_projections(n_inputs: int, skip_ch: int, up_ch: int | None, C: int, s
     return nn.ModuleList(Projection(w, C, spatial_dims) for w in widths)
 
 
-def _inputs(projections: nn.ModuleList, skip: torch.Tensor, up: torch.Tensor | None) -> list[torch.Tensor]:
+def _project(proj: Projection, x: torch.Tensor) -> torch.Tensor:
+    """``proj(x)`` with the 1x1 conv and the norm in one call that keeps only ``x`` for the backward pass.
+
+    Same result up to float rounding (:func:`iac.nas.mixed_op.conv_norm`).
+    """
+    return conv_norm(x, None, [proj[0]], [proj[1]])
+
+
+def _inputs(
+    projections: nn.ModuleList, skip: torch.Tensor, up: torch.Tensor | None, fused: bool = False
+) -> list[torch.Tensor]:
     if len(projections) == 2 and up is None:
         raise ValueError("this cell has two inputs and needs the decoder feature `up`")
     if up is not None and up.shape[2:] != skip.shape[2:]:
         raise ValueError(f"decoder feature {tuple(up.shape)} and skip {tuple(skip.shape)} differ in spatial size")
+    if fused:
+        return [_project(proj, x) for proj, x in zip(projections, (skip, up))]  # each (B, C, *S)
     return [proj(x) for proj, x in zip(projections, (skip, up))]  # each (B, C, *S)
 
 
@@ -90,7 +102,7 @@ class SearchCell(nn.Module):
         Returns:
             (B, skip_ch, *S).
         """
-        states = _inputs(self.inputs, skip, up)
+        states = _inputs(self.inputs, skip, up, fused=True)
         edges = self.space.edges()
         if len(op_weights) != len(edges) or len(edge_weights) != len(edges):
             raise ValueError(
@@ -127,7 +139,7 @@ class SearchCell(nn.Module):
                     z = b * x[:, c:]
                     bypass_sum[j] = z if j not in bypass_sum else bypass_sum[j] + z
         states.append(self._assemble(n_states - 1, mixed_sum, bypass_sum))
-        return self.output(torch.cat(states[self.space.n_inputs :], dim=1))
+        return _project(self.output, torch.cat(states[self.space.n_inputs :], dim=1))
 
     def _assemble(self, j: int, mixed_sum: dict, bypass_sum: dict) -> torch.Tensor:
         if j not in mixed_sum:

@@ -16,9 +16,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iac.nas.operations import OPS, DilConv, Pool, SepConv, check_op_names, depthwise
+from iac.nas.operations import (
+    OPS,
+    DilConv,
+    Pool,
+    SepConv,
+    check_op_names,
+    depthwise,
+    depthwise2d_backward,
+    depthwise2d_forward,
+)
 
-__all__ = ["MixedOp", "channel_shuffle", "batch_norm_group", "source_node_outputs"]
+__all__ = ["MixedOp", "channel_shuffle", "batch_norm_group", "conv_norm", "source_node_outputs"]
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -213,36 +222,254 @@ def batch_norm_group(
     return y
 
 
-def _grouped_dw_pw(
-    x: torch.Tensor, dws: Sequence[nn.Module], pws: Sequence[nn.Module], shared: bool = False
-) -> torch.Tensor:
-    """Per group ``g`` of ``c`` channels of ``x`` (B, n*c, *S): ``pws[g](dws[g](x_g))``, concatenated.
+def _grouped_dw(x: torch.Tensor, dws: Sequence[nn.Module], shared: bool = False) -> torch.Tensor:
+    """Per group ``g`` of ``c`` channels of ``x`` (B, n*c, *S): ``dws[g](x_g)``, concatenated: (B, n*c, *S).
 
     With ``shared``, ``x`` is (B, c, *S), the same input for every group.
     """
     n = len(dws)
     dw = dws[0]
     w = torch.cat([m.weight for m in dws]) if n > 1 else dw.weight
-    h = depthwise(x, w, dw.padding[0], dw.dilation[0], repeats=n if shared else 1)  # (B, n*c, *S)
+    return depthwise(x, w, dw.padding[0], dw.dilation[0], repeats=n if shared else 1)
+
+
+def _grouped_pw(h: torch.Tensor, pw: torch.Tensor) -> torch.Tensor:
+    """Per group ``g`` of ``h`` (B, n*c, *S): the 1x1 conv ``pw[g]`` (n, c, c), as one batched product."""
     b, spatial = h.shape[0], h.shape[2:]
-    pw = torch.stack([m.weight.flatten(1) for m in pws])  # (n, c, c)
-    h = torch.einsum("eoi,bein->beon", pw, h.reshape(b, n, pw.shape[2], -1))
-    return h.reshape(b, n * pw.shape[1], *spatial)
+    n = pw.shape[0]
+    y = torch.einsum("eoi,bein->beon", pw, h.reshape(b, n, pw.shape[2], -1))
+    return y.reshape(b, n * pw.shape[1], *spatial)
+
+
+# Memory against time (training mode). KEEP_INPUTS_ONLY: the conv, pool and projection stages keep only
+# their inputs for the backward pass and make the rest again there (_ConvNorm, _PoolNorm); about a third of
+# the activations of the separate calls, for about 15 % more step time (provisional, docs/benchmarks.md).
+# RECOMPUTE_DEPTHWISE (with it): the depthwise outputs are made again too instead of kept (no measurable
+# extra time). Both change memory and time only, not the result beyond float rounding.
+KEEP_INPUTS_ONLY = True
+RECOMPUTE_DEPTHWISE = True
+
+
+class _ConvNorm(torch.autograd.Function):
+    """[2-D depthwise conv ->] grouped 1x1 conv -> batch-statistics norm (optional per-channel scale) [-> ReLU].
+
+    The same computation as :func:`_grouped_dw`, :func:`_grouped_pw`,
+    :func:`batch_norm_group` and ``torch.relu`` in a row, but only the
+    input is kept for the backward pass: the depthwise conv's output (the 1x1
+    conv's input) and the 1x1 conv's output (the norm's input) are made again
+    there, and the ReLU's mask from them. Autograd would keep both, and with
+    the ReLU also its output: per separable conv one activation is kept
+    instead of five (its second stage's input), per dilated conv none
+    instead of two (the input is the node's shared ReLU). The price is one
+    more depthwise conv and 1x1 product per stage in the backward pass.
+
+    Without a depthwise weight the input is the 1x1 conv's input. Training
+    mode only (batch statistics); the running statistics ``mean`` and
+    ``var`` (concatenated buffers) are updated in place in the forward pass,
+    as ``F.batch_norm`` does.
+    """
+
+    @staticmethod
+    def forward(ctx, x, dw, pw, weight, mean, var, momentum: float, eps: float, relu: bool,
+                padding: int, dilation: int, repeats: int):
+        h = x if dw is None else depthwise2d_forward(x, dw, padding, dilation, repeats)  # (B, n*c, *S)
+        p = _grouped_pw(h, pw)
+        del h
+        y, save_mean, save_invstd = torch.ops.aten.native_batch_norm(p, weight, None, mean, var, True, momentum, eps)
+        del p
+        if relu:
+            y = torch.relu_(y)
+        ctx.save_for_backward(x, dw, pw, weight, save_mean, save_invstd)
+        ctx.eps, ctx.relu, ctx.has_weight = eps, relu, weight is not None
+        ctx.padding, ctx.dilation, ctx.repeats = padding, dilation, repeats
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, dw, pw, weight, save_mean, save_invstd = ctx.saved_tensors
+        need_x, need_dw, need_pw, need_weight = ctx.needs_input_grad[:4]
+        with torch.no_grad():
+            h = x if dw is None else depthwise2d_forward(x, dw, ctx.padding, ctx.dilation, ctx.repeats)
+            p = _grouped_pw(h, pw)  # made again: (B, n*c, *S)
+            if ctx.relu:  # the output was relu(norm(p)): pass the gradient where norm(p) > 0
+                shape = (1, -1) + (1,) * (p.dim() - 2)
+                pre = (p - save_mean.view(shape)) * save_invstd.view(shape)
+                if weight is not None:
+                    pre = pre * weight.view(shape)
+                grad = grad * (pre > 0)
+                del pre
+            grad_p, grad_weight, _ = torch.ops.aten.native_batch_norm_backward(
+                grad.contiguous(), p, weight, None, None, save_mean, save_invstd, True, ctx.eps,
+                [True, ctx.has_weight and need_weight, False],
+            )
+            del p, grad
+            b, n, c = h.shape[0], pw.shape[0], pw.shape[2]
+            gp = grad_p.reshape(b, n, pw.shape[1], -1)
+            grad_pw = torch.einsum("beon,bein->eoi", gp, h.reshape(b, n, c, -1)) if need_pw else None
+            del h
+            grad_h = None
+            if need_x or need_dw:
+                grad_h = torch.einsum("eoi,beon->bein", pw, gp).reshape(b, n * c, *grad_p.shape[2:])
+            del gp, grad_p
+            grad_x = grad_dw = None
+            if dw is None:
+                grad_x = grad_h
+            elif need_x or need_dw:
+                grad_x, grad_dw = depthwise2d_backward(
+                    x, dw, grad_h, ctx.padding, ctx.dilation, ctx.repeats, need_x, need_dw
+                )
+        return (grad_x, grad_dw, grad_pw, grad_weight if need_weight else None,
+                None, None, None, None, None, None, None, None)
+
+
+def conv_norm(
+    x: torch.Tensor,
+    dws: Sequence[nn.Module] | None,
+    pws: Sequence[nn.Module],
+    bns: Sequence[nn.Module],
+    scale: torch.Tensor | None = None,
+    relu: bool = False,
+    shared: bool = False,
+) -> torch.Tensor:
+    """``relu?(batch_norm_group(pw(dw(x)), bns, scale=scale))`` per group of channels: (B, n*c, *S).
+
+    Args:
+        x: (B, n*c, *S), or with ``shared`` (B, c, *S) for every group.
+        dws: the groups' depthwise convs, or None (no depthwise conv).
+        pws: the groups' 1x1 convs (c_in -> c_out channels each).
+        bns: the groups' non-affine norms.
+        scale: optional (n,) factors, as in :func:`batch_norm_group`.
+        relu: end with a ReLU.
+        shared: ``x`` is one group's input, given to every group.
+
+    In training mode with batch statistics, without autocast, on 2-D inputs,
+    it runs as :class:`_ConvNorm` (only ``x`` is kept for the backward
+    pass); otherwise as the separate calls. Same result up to float rounding.
+    """
+    n = len(pws)
+    pw = torch.stack([m.weight.flatten(1) for m in pws])  # (n, c_out, c_in)
+    first = bns[0]
+    fused = (
+        KEEP_INPUTS_ONLY
+        and first.training
+        and _shared_norm_ok(bns)
+        and not torch.is_autocast_enabled(x.device.type)
+        and x.dtype == first.running_mean.dtype
+        and (dws is None or x.dim() == 4)
+    )
+    if not fused:
+        h = x if dws is None else _grouped_dw(x, dws, shared)
+        y = batch_norm_group(_grouped_pw(h, pw), bns, scale=scale)
+        return torch.relu(y) if relu else y
+    if dws is not None and not RECOMPUTE_DEPTHWISE:  # keep the depthwise output instead of making it again
+        x, dws, shared = _grouped_dw(x, dws, shared), None, False
+    dw_w, padding, dilation = None, 0, 1
+    if dws is not None:
+        dw_w = torch.cat([m.weight for m in dws]) if n > 1 else dws[0].weight
+        padding, dilation = dws[0].padding[0], dws[0].dilation[0]
+    repeats = n if shared and dws is not None else 1
+    c_out = pw.shape[1]
+    weight = None
+    if scale is not None:  # (n,) -> (n*c,): one factor per channel of its module
+        weight = scale.to(first.running_mean.dtype).repeat_interleave(c_out)
+    mean = torch.cat([bn.running_mean for bn in bns]) if n > 1 else first.running_mean.clone()
+    var = torch.cat([bn.running_var for bn in bns]) if n > 1 else first.running_var.clone()
+    y = _ConvNorm.apply(x, dw_w, pw, weight, mean, var, first.momentum, first.eps, relu, padding, dilation, repeats)
+    with torch.no_grad():
+        for bn, m, v in zip(bns, mean.chunk(n), var.chunk(n)):
+            bn.running_mean.copy_(m)
+            bn.running_var.copy_(v)
+            bn.num_batches_tracked.add_(1)
+    return y
+
+
+class _PoolNorm(torch.autograd.Function):
+    """``coef[e] * norm(pool(x))`` for every edge ``e`` of a node: (B, c, *S) -> (B, n, c, *S).
+
+    One pooling and one batch-statistics norm shared by the node's edges
+    (with batch statistics every edge's norm gives the same output), weighted
+    per edge. Only ``x`` (a slice of the node's state, kept anyway) is kept
+    for the backward pass: the pooled tensor, and for max pooling its argmax
+    indices, are made again there. Autograd would keep the pooled tensor,
+    the max pooling's input copy and indices, and the norm's output for the
+    weights' gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x, coef, mean, var, pool: nn.Module, eps: float):
+        pooled = pool.pooled(x)
+        # momentum 1: `mean` and `var` receive this batch's mean and unbiased variance.
+        y, save_mean, save_invstd = torch.ops.aten.native_batch_norm(pooled, None, None, mean, var, True, 1.0, eps)
+        del pooled
+        ctx.save_for_backward(x, coef, save_mean, save_invstd)
+        ctx.pool, ctx.eps = pool, eps
+        out = coef.view(1, -1, *([1] * (y.dim() - 1))) * y.unsqueeze(1)  # (B, n, c, *S)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, coef, save_mean, save_invstd = ctx.saved_tensors
+        with torch.enable_grad():
+            xd = x.detach().requires_grad_(ctx.needs_input_grad[0])
+            pooled = ctx.pool.pooled(xd)  # made again
+        with torch.no_grad():
+            shape = (1, -1) + (1,) * (pooled.dim() - 2)
+            y = (pooled.detach() - save_mean.view(shape)) * save_invstd.view(shape)  # (B, c, *S)
+            grad_coef = None
+            if ctx.needs_input_grad[1]:
+                grad_coef = (grad * y.unsqueeze(1)).transpose(0, 1).reshape(grad.shape[1], -1).sum(1)
+            del y
+            grad_y = torch.einsum("e,be...->b...", coef.to(grad.dtype), grad)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            with torch.no_grad():
+                grad_pooled, _, _ = torch.ops.aten.native_batch_norm_backward(
+                    grad_y.contiguous(), pooled.detach(), None, None, None, save_mean, save_invstd, True, ctx.eps,
+                    [True, False, False],
+                )
+            (grad_x,) = torch.autograd.grad(pooled, xd, grad_pooled)
+        return grad_x, grad_coef, None, None, None, None
+
+
+def _pool_norm(xs: torch.Tensor, pool: Pool, bns: Sequence[nn.Module], coef: torch.Tensor) -> torch.Tensor | None:
+    """``coef[e] * bns[e](pool.pooled(xs))`` per edge as one :class:`_PoolNorm`: (B, n, c, *S).
+
+    None where it does not apply (evaluation mode, autocast, unusual norm
+    settings); the caller then takes the separate calls.
+    """
+    first = bns[0]
+    if not (
+        KEEP_INPUTS_ONLY
+        and first.training
+        and _shared_norm_ok(bns)
+        and not torch.is_autocast_enabled(xs.device.type)
+        and xs.dtype == first.running_mean.dtype == coef.dtype
+    ):
+        return None
+    c, momentum = xs.shape[1], first.momentum
+    mean = torch.zeros(c, dtype=xs.dtype, device=xs.device)
+    var = torch.ones(c, dtype=xs.dtype, device=xs.device)
+    term = _PoolNorm.apply(xs, coef, mean, var, pool, first.eps)
+    with torch.no_grad():  # as batch_norm_group(shared=True)
+        for bn in bns:
+            bn.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
+            bn.running_var.mul_(1 - momentum).add_(var, alpha=momentum)
+            bn.num_batches_tracked.add_(1)
+    return term
 
 
 def _conv_ops(r: torch.Tensor, ops: Sequence[nn.Module], scale: torch.Tensor | None = None) -> torch.Tensor:
     """``scale[m] * ops[m].forward_activated(r)`` of every op (all SepConv or all DilConv of one size): (B, n*c, *S).
 
     Each op ends in a non-affine norm, so its weight ``scale[m]`` (None: 1)
-    is that norm's affine scale (:func:`batch_norm_group`).
+    is that norm's affine scale (:func:`batch_norm_group`). Each depthwise
+    and 1x1 conv pair runs together with the norm after it (:func:`conv_norm`).
     """
     if isinstance(ops[0], SepConv):
-        h = _grouped_dw_pw(r, [op.dw1 for op in ops], [op.pw1 for op in ops], shared=True)
-        h = torch.relu(batch_norm_group(h, [op.bn1 for op in ops]))
-        h = _grouped_dw_pw(h, [op.dw2 for op in ops], [op.pw2 for op in ops])
-        return batch_norm_group(h, [op.bn2 for op in ops], scale=scale)
-    h = _grouped_dw_pw(r, [op.dw for op in ops], [op.pw for op in ops], shared=True)
-    return batch_norm_group(h, [op.bn for op in ops], scale=scale)
+        h = conv_norm(r, [op.dw1 for op in ops], [op.pw1 for op in ops], [op.bn1 for op in ops],
+                       relu=True, shared=True)
+        return conv_norm(h, [op.dw2 for op in ops], [op.pw2 for op in ops], [op.bn2 for op in ops], scale=scale)
+    return conv_norm(r, [op.dw for op in ops], [op.pw for op in ops], [op.bn for op in ops], scale=scale, shared=True)
 
 
 def source_node_outputs(
@@ -280,6 +507,8 @@ def source_node_outputs(
         coef = torch.stack([edges[e][2] * edges[e][1][edges[e][0].op_names.index(name)] for e in idx])
         if name == "skip_connect":
             y = xs.unsqueeze(1)  # (B, 1, c, *S), the same for every edge
+        elif isinstance(mods[0], Pool) and (y := _pool_norm(xs, mods[0], [op.bn for op in mods], coef)) is not None:
+            coef = None  # weighted already: (B, len(idx), c, *S)
         elif isinstance(mods[0], Pool):
             y = batch_norm_group(mods[0].pooled(xs), [op.bn for op in mods], shared=True)
             y = y.unflatten(1, (-1, c))  # (B, 1 or len(idx), c, *S)

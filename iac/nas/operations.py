@@ -34,6 +34,8 @@ __all__ = [
     "norm_class",
     "check_op_names",
     "depthwise",
+    "depthwise2d_forward",
+    "depthwise2d_backward",
     "depthwise_conv",
     "pointwise_conv",
 ]
@@ -85,6 +87,48 @@ def _dw_layout(x: torch.Tensor, kernel_size: int) -> torch.Tensor:
     return x.contiguous()
 
 
+def depthwise2d_forward(x: torch.Tensor, weight: torch.Tensor, padding: int, dilation: int,
+                        repeats: int = 1) -> torch.Tensor:
+    """The forward of :class:`_DepthwiseConv2d` without autograd: (B, C, H, W) -> (B, repeats*C, H, W), contiguous."""
+    k = weight.shape[-1]
+    xr = x.repeat(1, repeats, 1, 1) if repeats > 1 else x
+    y = F.conv2d(_dw_layout(xr, k), weight, padding=padding, dilation=dilation, groups=weight.shape[0])
+    return y.contiguous()
+
+
+def depthwise2d_backward(
+    x: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor, padding: int, dilation: int, repeats: int,
+    need_x: bool = True, need_w: bool = True,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Input and weight gradients of :func:`depthwise2d_forward` for the output gradient ``grad``.
+
+    See :class:`_DepthwiseConv2d`; a gradient not asked for is None.
+    """
+    pad, dil, n = padding, dilation, repeats
+    b, c = x.shape[0], weight.shape[0]  # c: channels of the (repeated) input
+    k = weight.shape[-1]
+    # Under autocast the forward ran in a lower precision than the saved
+    # float32 x and weight, and the backward runs outside autocast: compute
+    # in the output gradient's dtype, return each gradient in its input's.
+    dt = grad.dtype
+    grad_x = grad_w = None
+    if need_x:
+        grad_x = F.conv2d(
+            _dw_layout(grad, k), weight.flip(-1, -2).to(dt), padding=pad, dilation=dil, groups=c
+        ).contiguous()
+        if n > 1:  # (B, n*C, *S) -> (B, C, *S): the copies' gradients add up
+            grad_x = grad_x.view(b, n, c // n, *grad_x.shape[2:]).sum(1)
+        grad_x = grad_x.to(x.dtype)
+    if need_w:
+        xr = x.repeat(1, n, 1, 1) if n > 1 else x
+        xp = F.pad(xr.to(dt).contiguous(), (pad, pad, pad, pad))
+        inp = xp.transpose(0, 1).reshape(1, c * b, *xp.shape[2:])
+        ker = grad.transpose(0, 1).reshape(c * b, 1, *grad.shape[2:])
+        grad_w = F.conv2d(inp, ker, stride=dil, groups=c * b).view(c, b, k, k).sum(1).unsqueeze(1)
+        grad_w = grad_w.to(weight.dtype)
+    return grad_x, grad_w
+
+
 class _DepthwiseConv2d(torch.autograd.Function):
     """2-D depthwise conv, stride 1, "same" zero padding, no bias, with a cheaper backward.
 
@@ -111,36 +155,14 @@ class _DepthwiseConv2d(torch.autograd.Function):
                 repeats: int = 1) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.padding, ctx.dilation, ctx.repeats = padding, dilation, repeats
-        k = weight.shape[-1]
-        xr = x.repeat(1, repeats, 1, 1) if repeats > 1 else x
-        y = F.conv2d(_dw_layout(xr, k), weight, padding=padding, dilation=dilation, groups=weight.shape[0])
-        return y.contiguous()
+        return depthwise2d_forward(x, weight, padding, dilation, repeats)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
-        pad, dil, n = ctx.padding, ctx.dilation, ctx.repeats
-        b, c = x.shape[0], weight.shape[0]  # c: channels of the (repeated) input
-        k = weight.shape[-1]
-        # Under autocast the forward ran in a lower precision than the saved
-        # float32 x and weight, and the backward runs outside autocast: compute
-        # in the output gradient's dtype, return each gradient in its input's.
-        dt = grad.dtype
-        grad_x = grad_w = None
-        if ctx.needs_input_grad[0]:
-            grad_x = F.conv2d(
-                _dw_layout(grad, k), weight.flip(-1, -2).to(dt), padding=pad, dilation=dil, groups=c
-            ).contiguous()
-            if n > 1:  # (B, n*C, *S) -> (B, C, *S): the copies' gradients add up
-                grad_x = grad_x.view(b, n, c // n, *grad_x.shape[2:]).sum(1)
-            grad_x = grad_x.to(x.dtype)
-        if ctx.needs_input_grad[1]:
-            xr = x.repeat(1, n, 1, 1) if n > 1 else x
-            xp = F.pad(xr.to(dt).contiguous(), (pad, pad, pad, pad))
-            inp = xp.transpose(0, 1).reshape(1, c * b, *xp.shape[2:])
-            ker = grad.transpose(0, 1).reshape(c * b, 1, *grad.shape[2:])
-            grad_w = F.conv2d(inp, ker, stride=dil, groups=c * b).view(c, b, k, k).sum(1).unsqueeze(1)
-            grad_w = grad_w.to(weight.dtype)
+        grad_x, grad_w = depthwise2d_backward(
+            x, weight, grad, ctx.padding, ctx.dilation, ctx.repeats, ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        )
         return grad_x, grad_w, None, None, None
 
 

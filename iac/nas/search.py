@@ -132,6 +132,10 @@ class SearchState:
                                     SliceDataset(data, "train", patients=a_patients),
                                     cfg.batch_size, cfg.seed, cfg.max_slices_per_epoch)
         self.supernet = SearchNetwork(unet, space, freeze_backbone=cfg.freeze_backbone).to(self.device)
+        if cfg.compile_cells:
+            from iac.nas.compiled import compile_cells
+
+            compile_cells(self.supernet)
         self.loss_fn = make_loss()
         self.scaler = make_grad_scaler(self.device, self.amp)
         self._build_optimizers()

@@ -153,7 +153,13 @@ def _cell_case(space, prune):
         (SearchSpace(cell_channels=4, k=1, nodes=2, n_inputs=1), False, True),
     ],
 )
-def test_search_cell_matches_per_edge_reference(space, prune, train):
+@pytest.mark.parametrize("keep_inputs_only, recompute_depthwise", [(True, True), (True, False), (False, False)])
+def test_search_cell_matches_per_edge_reference(space, prune, train, keep_inputs_only, recompute_depthwise,
+                                                monkeypatch):
+    import iac.nas.mixed_op as mixed_op
+
+    monkeypatch.setattr(mixed_op, "KEEP_INPUTS_ONLY", keep_inputs_only)
+    monkeypatch.setattr(mixed_op, "RECOMPUTE_DEPTHWISE", recompute_depthwise)
     cell, op_w, edge_w = _cell_case(space, prune)
     ref = copy.deepcopy(cell)
     cell.train(train), ref.train(train)
@@ -241,3 +247,65 @@ def test_batch_norm_group_scale_is_the_weight_times_each_norm(n, train, momentum
     for bn, ref in zip(bns, refs):
         for k, v in bn.state_dict().items():
             assert torch.allclose(v.float(), ref.state_dict()[k].float(), **TOL), k
+
+
+def _saved_storages(fn):
+    """Run ``fn()`` and return the distinct storages autograd saved for its backward pass (nbytes)."""
+    seen = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, seen
+
+
+@pytest.mark.parametrize("relu, shared, scaled", [(True, True, False), (False, False, True), (False, True, True)])
+def test_conv_norm_keeps_only_its_input_and_matches_the_separate_calls(relu, shared, scaled):
+    """The fused depthwise -> 1x1 -> norm (-> ReLU) keeps no activation but its input, with the same gradients
+    (float64 gradcheck) and running statistics as the separate calls."""
+    from iac.nas.mixed_op import batch_norm_group, conv_norm
+
+    torch.manual_seed(0)
+    n, c = 2, 2  # tiny: gradcheck perturbs every input element
+    ops = [SepConv(c, 3, 2).double().train() for _ in range(n)]
+    refs = copy.deepcopy(ops)
+    x = torch.randn(2, c if shared else n * c, 5, 5, dtype=torch.float64, requires_grad=True)
+    scale = torch.rand(n, dtype=torch.float64, requires_grad=True) if scaled else None
+
+    def fused(x, *s):
+        return conv_norm(x, [o.dw1 for o in ops], [o.pw1 for o in ops], [o.bn1 for o in ops],
+                         scale=s[0] if s else None, relu=relu, shared=shared)
+
+    y, saved = _saved_storages(lambda: fused(x, *([scale] if scaled else [])))
+    assert max(saved.values()) <= x.numel() * x.element_size()  # nothing as large as the output (n*c channels)
+    parts = [x] * n if shared else list(x.chunk(n, 1))
+    h = torch.cat([depthwise(p, r.dw1.weight, 1, 1) for p, r in zip(parts, refs)], 1)
+    h = torch.cat([pointwise_conv(r.pw1, q) for r, q in zip(refs, h.chunk(n, 1))], 1)
+    y_ref = batch_norm_group(h, [r.bn1 for r in refs], scale=scale)
+    y_ref = torch.relu(y_ref) if relu else y_ref
+    assert torch.allclose(y, y_ref, atol=1e-10)
+    for o, r in zip(ops, refs):
+        assert torch.allclose(o.bn1.running_var, r.bn1.running_var) and torch.equal(
+            o.bn1.num_batches_tracked, r.bn1.num_batches_tracked)
+    inputs = (x, scale) if scaled else (x,)
+    assert torch.autograd.gradcheck(fused, inputs, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_pooled_norm_keeps_only_its_input_and_has_exact_gradients(kind):
+    from iac.nas.mixed_op import _pool_norm
+
+    torch.manual_seed(0)
+    pools = [Pool(2, kind, 2).double().train() for _ in range(3)]
+    x = torch.randn(2, 2, 5, 5, dtype=torch.float64, requires_grad=True)
+    coef = torch.rand(3, dtype=torch.float64, requires_grad=True)
+    y, saved = _saved_storages(lambda: _pool_norm(x, pools[0], [p.bn for p in pools], coef))
+    assert set(saved) <= {x.untyped_storage().data_ptr(), coef.untyped_storage().data_ptr()} | {
+        k for k, v in saved.items() if v <= 2 * 8}  # x, coef and the per-channel statistics
+    ref = torch.stack([coef[e] * F.batch_norm(pools[0].pool(x), None, None, training=True) for e in range(3)], 1)
+    assert torch.allclose(y, ref, atol=1e-10)
+    assert torch.autograd.gradcheck(lambda x, w: _pool_norm(x, pools[0], [p.bn for p in pools], w), (x, coef),
+                                    atol=1e-6)
