@@ -10,6 +10,10 @@ forward and backward pass for:
   operations cycle through the non-``none`` candidates, so each kind appears);
 - ``supernet-decided``: one operation per edge and ``steps_per_node`` edges per
   node, the state an IAC-LTH search ends in;
+- ``supernet-all-autograd``: ``supernet-all`` with
+  ``iac.nas.mixed_op.KEEP_INPUTS_ONLY`` off (autograd keeps every
+  intermediate instead of making it again in the backward pass), the time
+  that recomputation costs;
 
 at every ``--sizes`` (default 32 and 64 px), with the arms interleaved (one
 step of each per round, the order reversed every other round) so that the
@@ -43,7 +47,7 @@ import torch
 
 from iac.config import SearchConfig
 from iac.models import create_backbone
-from iac.nas import SearchNetwork, SearchSpace
+from iac.nas import SearchNetwork, SearchSpace, mixed_op
 
 MEMORY_SCRIPT = Path(__file__).resolve().parent / "search_memory.py"
 
@@ -100,6 +104,21 @@ def interleaved_times(models: dict[str, tuple[torch.nn.Module, list]], x: torch.
                 torch.cuda.synchronize()
             times[name].append(time.perf_counter() - t0)
     return {name: statistics.median(v) for name, v in times.items()}
+
+
+class KeepAll(torch.nn.Module):
+    """``net`` with ``iac.nas.mixed_op.KEEP_INPUTS_ONLY`` off during its forward pass (read there only)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        previous, mixed_op.KEEP_INPUTS_ONLY = mixed_op.KEEP_INPUTS_ONLY, False
+        try:
+            return self.net(x)
+        finally:
+            mixed_op.KEEP_INPUTS_ONLY = previous
 
 
 def saved_mib(model: torch.nn.Module, x: torch.Tensor) -> float:
@@ -174,6 +193,10 @@ def main() -> None:
         prune_one_op(pruned, decide)
         models[label] = (pruned, pruned.weight_parameters() + pruned.arch_parameters())
         counts[label] = pruned.param_count()
+    _, autograd_net = build(args, space)
+    models["supernet-all-autograd"] = (KeepAll(autograd_net),
+                                       autograd_net.weight_parameters() + autograd_net.arch_parameters())
+    counts["supernet-all-autograd"] = autograd_net.param_count()
     for model, _ in models.values():
         model.to(device).train()
 
