@@ -311,6 +311,7 @@ class SearchConfig:
     max_slices_per_epoch: int | None = None
     check_every: int = 50  # architecture steps between two checks (snapshots of the operation weights), not epochs
     compile_cells: bool = False  # torch.compile the search cells (recompiled once per pruning event; eager where no compiler works)
+    recompute_backward: bool = True  # cell stages keep only their inputs for the backward pass (less memory, more time)
 
     def __post_init__(self) -> None:
         for op in self.ops:

@@ -394,6 +394,10 @@ def search_options(fn):
         click.option("--w-grad-clip", default="", help="Clip the cell weights' gradient norm to this (PC-DARTS: 5); empty = no clipping."),
         click.option("--step-order", default="weights_first", show_default=True, help="weights_first or arch_first (PC-DARTS)."),
         click.option("--arch-precision", default="fp32", show_default=True, help="Architecture step: fp32, or bf16 autocast on CUDA."),
+        click.option("--recompute-backward", type=click.BOOL, default=True, show_default=True,
+                     help="Cell stages keep only their inputs for the backward pass: less memory, more time (true/false)."),
+        click.option("--compile-cells", type=click.BOOL, default=False, show_default=True,
+                     help="torch.compile the search cells, again after each pruning event (true/false)."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -439,6 +443,8 @@ def build_search_config(o: dict[str, Any], check_data: bool = True) -> SearchCon
         w_grad_clip=_optional_float("w-grad-clip", o["w_grad_clip"]),
         step_order=o["step_order"],
         arch_precision=o["arch_precision"],
+        recompute_backward=o["recompute_backward"],
+        compile_cells=o["compile_cells"],
     )
     if check_data:
         prepared_folder("data", o["data"])  # after the values: a usage error names the first bad option

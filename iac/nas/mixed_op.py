@@ -10,7 +10,8 @@ reuses the surviving modules, so their weights are kept.
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -248,6 +249,21 @@ def _grouped_pw(h: torch.Tensor, pw: torch.Tensor) -> torch.Tensor:
 # extra time). Both change memory and time only, not the result beyond float rounding.
 KEEP_INPUTS_ONLY = True
 RECOMPUTE_DEPTHWISE = True
+
+
+@contextlib.contextmanager
+def keep_inputs_only(enabled: bool) -> Iterator[None]:
+    """Within the block, the search cells' stages keep only their inputs for the backward pass (or not).
+
+    The search's ``recompute_backward`` setting: read when a forward pass
+    builds its graph, so the backward pass of that graph follows it too.
+    """
+    global KEEP_INPUTS_ONLY
+    previous, KEEP_INPUTS_ONLY = KEEP_INPUTS_ONLY, bool(enabled)
+    try:
+        yield
+    finally:
+        KEEP_INPUTS_ONLY = previous
 
 
 class _ConvNorm(torch.autograd.Function):

@@ -34,6 +34,7 @@ from iac.config import SearchConfig, to_dict
 from iac.faults import fault_point
 from iac.nas.architect import Architect
 from iac.nas.genotype import Genotype, SearchSpace
+from iac.nas.mixed_op import keep_inputs_only
 from iac.nas.supernet import SearchNetwork
 from iac.progress import bars_enabled
 from iac.tracking import Tracker
@@ -325,7 +326,6 @@ def run_search(
     Returns:
         The derived genotype, the trajectory and timings.
     """
-    from iac.eval.validate import validate_patient_dice
     from iac.train.checkpoint import load_checkpoint
     from iac.train.device import seed_everything, use_deterministic
 
@@ -336,6 +336,27 @@ def run_search(
         state.load_state_dict(load_checkpoint(resume_from))
         log.info("resumed search at epoch %d (arch step %d)", state.epoch, state.arch_step)
     last = min(cfg.epochs, stop_after_epochs if stop_after_epochs is not None else cfg.epochs)
+    with keep_inputs_only(cfg.recompute_backward):
+        _search_loop(state, cfg, data, last, tracker, checkpoint_path, progress, on_epoch)
+    genotype = state.supernet.genotype()
+    state.trajectory["final_genotype"] = genotype.to_dict()
+    return SearchResult(
+        genotype=genotype,
+        epochs_run=len(state.trajectory["epochs"]),
+        search_seconds=state.cum_seconds,
+        stopped_early=bool(state.trajectory["epochs"] and state.all_decided),
+        trajectory=state.trajectory,
+        pruning_log=list(state.trajectory["events"]),
+        epoch_seconds=[e["epoch_seconds"] for e in state.trajectory["epochs"]],
+    )
+
+
+def _search_loop(state: SearchState, cfg: SearchConfig, data: Any, last: int, tracker: Tracker,
+                 checkpoint_path: Path | None, progress: bool,
+                 on_epoch: Callable[[dict[str, Any]], None] | None) -> None:
+    """Epochs until ``last`` or until every edge is decided: search, validate, record, checkpoint, log."""
+    from iac.eval.validate import validate_patient_dice
+
     while state.epoch < last and not (state.trajectory["epochs"] and state.all_decided):
         t0 = time.perf_counter()
         w_log, a_log = search_epoch(state, state.epoch, progress)
@@ -355,17 +376,6 @@ def run_search(
         if progress:
             tqdm.write(f"epoch {state.epoch}/{cfg.epochs}  loss {rec['train_loss']:.4f}  val Dice {val_dice:.4f}  "
                        f"{rec['epoch_seconds']:.1f}s  ops {rec['surviving_ops']}  {rec['genotype_str']}")
-    genotype = state.supernet.genotype()
-    state.trajectory["final_genotype"] = genotype.to_dict()
-    return SearchResult(
-        genotype=genotype,
-        epochs_run=len(state.trajectory["epochs"]),
-        search_seconds=state.cum_seconds,
-        stopped_early=bool(state.trajectory["epochs"] and state.all_decided),
-        trajectory=state.trajectory,
-        pruning_log=list(state.trajectory["events"]),
-        epoch_seconds=[e["epoch_seconds"] for e in state.trajectory["epochs"]],
-    )
 
 
 def _code_version() -> str:

@@ -32,12 +32,14 @@ def _final_edges(result):
     return result.trajectory["epochs"][-1]["archs"][0]["edges"]
 
 
-def test_seeded_one_thread_search_gives_the_recorded_genotype(data, single_thread):
+@pytest.mark.parametrize("recompute_backward", [True, False])
+def test_seeded_one_thread_search_gives_the_recorded_genotype(data, single_thread, recompute_backward):
+    """Also without the recomputation in the backward pass: it changes memory and time, not the cell."""
     from iac.models import create_backbone
     from iac.nas.pruning import NoPruning
     from iac.nas.search import run_search
 
-    cfg = SearchConfig(data=data.root, **SETTINGS)
+    cfg = SearchConfig(data=data.root, recompute_backward=recompute_backward, **SETTINGS)
     torch.manual_seed(0)
     unet = create_backbone("unet", data.in_channels, data.num_classes)
     result = run_search(cfg, unet, data, NoPruning(), progress=False)

@@ -309,3 +309,22 @@ def test_pooled_norm_keeps_only_its_input_and_has_exact_gradients(kind):
     assert torch.allclose(y, ref, atol=1e-10)
     assert torch.autograd.gradcheck(lambda x, w: _pool_norm(x, pools[0], [p.bn for p in pools], w), (x, coef),
                                     atol=1e-6)
+
+
+def test_recompute_backward_setting_is_what_the_cell_keeps_for_its_backward_pass():
+    """``keep_inputs_only(False)`` lets autograd keep the intermediates; the setting is restored after the block."""
+    import iac.nas.mixed_op as mixed_op
+
+    space = SearchSpace(cell_channels=8, k=4, nodes=3)
+    cell, op_w, edge_w = _cell_case(space, prune=False)
+    cell.train()
+    skip, up = torch.randn(3, 6, 8, 8, requires_grad=True), torch.randn(3, 5, 8, 8)
+    saved = {}
+    for enabled in (True, False):
+        with mixed_op.keep_inputs_only(enabled):
+            assert mixed_op.KEEP_INPUTS_ONLY is enabled
+            y, seen = _saved_storages(lambda: cell(skip, up, op_w, edge_w))
+        saved[enabled] = sum(seen.values())
+        y.sum().backward()
+    assert mixed_op.KEEP_INPUTS_ONLY is True
+    assert saved[True] < 0.6 * saved[False], saved
