@@ -53,6 +53,7 @@ ZERO_METHODS = ("zsplit", "wilcox", "pratt")
 W_OPTIMIZERS = ("adamw", "sgd")
 STEP_ORDERS = ("weights_first", "arch_first")
 ARCH_PRECISIONS = ("fp32", "bf16")
+RECOMPUTE_BACKWARD = ("auto", "true", "false")  # SearchConfig.recompute_backward
 STATS_METRICS = ("dice", "hd95", "nsd")
 # How ``main`` runs its steps: in this process, or as tasks on a Ray cluster.
 EXECUTORS = ("local", "ray")
@@ -311,7 +312,8 @@ class SearchConfig:
     max_slices_per_epoch: int | None = None
     check_every: int = 50  # architecture steps between two checks (snapshots of the operation weights), not epochs
     compile_cells: bool = False  # torch.compile the search cells (recompiled once per pruning event; eager where no compiler works)
-    recompute_backward: bool = True  # cell stages keep only their inputs for the backward pass (less memory, more time)
+    # cell stages keep only their inputs for the backward pass (less memory, more time): "auto" = on CUDA only
+    recompute_backward: str = "auto"
 
     def __post_init__(self) -> None:
         for op in self.ops:
@@ -335,6 +337,7 @@ class SearchConfig:
         check_positive("w_grad_clip", self.w_grad_clip, optional=True)
         check_one_of("step_order", self.step_order, STEP_ORDERS)
         check_one_of("arch_precision", self.arch_precision, ARCH_PRECISIONS)
+        check_one_of("recompute_backward", self.recompute_backward, RECOMPUTE_BACKWARD)
 
 
 # Stability criteria of IAC-LTH (iac.nas.stability.make_stability_test): the

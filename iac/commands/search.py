@@ -394,8 +394,9 @@ def search_options(fn):
         click.option("--w-grad-clip", default="", help="Clip the cell weights' gradient norm to this (PC-DARTS: 5); empty = no clipping."),
         click.option("--step-order", default="weights_first", show_default=True, help="weights_first or arch_first (PC-DARTS)."),
         click.option("--arch-precision", default="fp32", show_default=True, help="Architecture step: fp32, or bf16 autocast on CUDA."),
-        click.option("--recompute-backward", type=click.BOOL, default=True, show_default=True,
-                     help="Cell stages keep only their inputs for the backward pass: less memory, more time (true/false)."),
+        click.option("--recompute-backward", default="auto", show_default=True,
+                     help="Cell stages keep only their inputs for the backward pass, less memory for more time: "
+                          "auto (on CUDA only), true or false."),
         click.option("--compile-cells", type=click.BOOL, default=False, show_default=True,
                      help="torch.compile the search cells, again after each pruning event (true/false)."),
     ]

@@ -336,7 +336,7 @@ def run_search(
         state.load_state_dict(load_checkpoint(resume_from))
         log.info("resumed search at epoch %d (arch step %d)", state.epoch, state.arch_step)
     last = min(cfg.epochs, stop_after_epochs if stop_after_epochs is not None else cfg.epochs)
-    with keep_inputs_only(cfg.recompute_backward):
+    with keep_inputs_only(recompute_enabled(cfg.recompute_backward, state.device)):
         _search_loop(state, cfg, data, last, tracker, checkpoint_path, progress, on_epoch)
     genotype = state.supernet.genotype()
     state.trajectory["final_genotype"] = genotype.to_dict()
@@ -349,6 +349,16 @@ def run_search(
         pruning_log=list(state.trajectory["events"]),
         epoch_seconds=[e["epoch_seconds"] for e in state.trajectory["epochs"]],
     )
+
+
+def recompute_enabled(setting: str, device: torch.device) -> bool:
+    """Whether ``recompute_backward`` (``"auto"``, ``"true"``, ``"false"``) is on for ``device``.
+
+    ``"auto"`` is on CUDA only: a GPU's memory limits image size and batch,
+    a CPU host's memory rarely does, and the recomputation costs a CPU step
+    22–28 % more time (docs/benchmarks.md).
+    """
+    return setting == "true" or (setting == "auto" and torch.device(device).type == "cuda")
 
 
 def _search_loop(state: SearchState, cfg: SearchConfig, data: Any, last: int, tracker: Tracker,

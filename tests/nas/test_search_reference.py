@@ -32,7 +32,7 @@ def _final_edges(result):
     return result.trajectory["epochs"][-1]["archs"][0]["edges"]
 
 
-@pytest.mark.parametrize("recompute_backward", [True, False])
+@pytest.mark.parametrize("recompute_backward", ["true", "false"])
 def test_seeded_one_thread_search_gives_the_recorded_genotype(data, single_thread, recompute_backward):
     """Also without the recomputation in the backward pass: it changes memory and time, not the cell."""
     from iac.models import create_backbone

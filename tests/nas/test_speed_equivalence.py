@@ -328,3 +328,19 @@ def test_recompute_backward_setting_is_what_the_cell_keeps_for_its_backward_pass
         y.sum().backward()
     assert mixed_op.KEEP_INPUTS_ONLY is True
     assert saved[True] < 0.6 * saved[False], saved
+
+
+@pytest.mark.parametrize("setting, device, expected", [
+    ("auto", "cpu", False), ("auto", "cuda", True), ("true", "cpu", True), ("false", "cuda", False),
+])
+def test_recompute_backward_auto_is_on_for_cuda_only(setting, device, expected):
+    from iac.nas.search import recompute_enabled
+
+    assert recompute_enabled(setting, torch.device(device)) is expected
+
+
+def test_recompute_backward_rejects_other_values():
+    from iac.config import ConfigError, SearchConfig
+
+    with pytest.raises(ConfigError, match="recompute_backward"):
+        SearchConfig(recompute_backward="yes")
