@@ -11,7 +11,7 @@ reuses the surviving modules, so their weights are kept.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -159,6 +159,29 @@ def _shared_norm_ok(bns: Sequence[nn.Module]) -> bool:
     )
 
 
+def _stacked_stats(bns: Sequence[nn.Module]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The modules' running means and variances as one (n*c,) pair, a copy the training norm may update."""
+    if len(bns) == 1:
+        return bns[0].running_mean.clone(), bns[0].running_var.clone()
+    return torch.cat([bn.running_mean for bn in bns]), torch.cat([bn.running_var for bn in bns])
+
+
+@torch.no_grad()
+def _store_stats(bns: Sequence[nn.Module], mean: torch.Tensor, var: torch.Tensor, shared: bool) -> None:
+    """Write updated statistics back per module: ``shared``, one batch's (c,) statistics blended into every
+    module with its momentum; otherwise each module's chunk of the (n*c,) running statistics, copied."""
+    if shared:
+        for bn in bns:
+            bn.running_mean.mul_(1 - bn.momentum).add_(mean, alpha=bn.momentum)
+            bn.running_var.mul_(1 - bn.momentum).add_(var, alpha=bn.momentum)
+            bn.num_batches_tracked.add_(1)
+        return
+    for bn, m, v in zip(bns, mean.chunk(len(bns)), var.chunk(len(bns))):
+        bn.running_mean.copy_(m)
+        bn.running_var.copy_(v)
+        bn.num_batches_tracked.add_(1)
+
+
 def batch_norm_group(
     x: torch.Tensor, bns: Sequence[nn.Module], shared: bool = False, scale: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -204,22 +227,13 @@ def batch_norm_group(
         mean = torch.zeros(c, dtype=first.running_mean.dtype, device=x.device)
         var = torch.ones(c, dtype=first.running_var.dtype, device=x.device)
         y = F.batch_norm(x, mean, var, None, None, True, 1.0, eps)
-        with torch.no_grad():
-            for bn in bns:
-                bn.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
-                bn.running_var.mul_(1 - momentum).add_(var, alpha=momentum)
-                bn.num_batches_tracked.add_(1)
+        _store_stats(bns, mean, var, shared=True)
         return y
     if n == 1 and weight is None:
         return first(x)
-    mean = torch.cat([bn.running_mean for bn in bns]) if n > 1 else first.running_mean.clone()
-    var = torch.cat([bn.running_var for bn in bns]) if n > 1 else first.running_var.clone()
+    mean, var = _stacked_stats(bns)
     y = F.batch_norm(x, mean, var, weight, None, True, momentum, eps)
-    with torch.no_grad():
-        for bn, m, v in zip(bns, mean.chunk(n), var.chunk(n)):
-            bn.running_mean.copy_(m)
-            bn.running_var.copy_(v)
-            bn.num_batches_tracked.add_(1)
+    _store_stats(bns, mean, var, shared=False)
     return y
 
 
@@ -388,14 +402,9 @@ def conv_norm(
     weight = None
     if scale is not None:  # (n,) -> (n*c,): one factor per channel of its module
         weight = scale.to(first.running_mean.dtype).repeat_interleave(c_out)
-    mean = torch.cat([bn.running_mean for bn in bns]) if n > 1 else first.running_mean.clone()
-    var = torch.cat([bn.running_var for bn in bns]) if n > 1 else first.running_var.clone()
+    mean, var = _stacked_stats(bns)
     y = _ConvNorm.apply(x, dw_w, pw, weight, mean, var, first.momentum, first.eps, relu, padding, dilation, repeats)
-    with torch.no_grad():
-        for bn, m, v in zip(bns, mean.chunk(n), var.chunk(n)):
-            bn.running_mean.copy_(m)
-            bn.running_var.copy_(v)
-            bn.num_batches_tracked.add_(1)
+    _store_stats(bns, mean, var, shared=False)
     return y
 
 
@@ -462,15 +471,11 @@ def _pool_norm(xs: torch.Tensor, pool: Pool, bns: Sequence[nn.Module], coef: tor
         and xs.dtype == first.running_mean.dtype == coef.dtype
     ):
         return None
-    c, momentum = xs.shape[1], first.momentum
+    c = xs.shape[1]
     mean = torch.zeros(c, dtype=xs.dtype, device=xs.device)
     var = torch.ones(c, dtype=xs.dtype, device=xs.device)
     term = _PoolNorm.apply(xs, coef, mean, var, pool, first.eps)
-    with torch.no_grad():  # as batch_norm_group(shared=True)
-        for bn in bns:
-            bn.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
-            bn.running_var.mul_(1 - momentum).add_(var, alpha=momentum)
-            bn.num_batches_tracked.add_(1)
+    _store_stats(bns, mean, var, shared=True)
     return term
 
 
