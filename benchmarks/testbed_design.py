@@ -80,6 +80,8 @@ def evaluate(net: torch.nn.Module, data: PreparedDataset) -> dict[str, float]:
     res = evaluate_network(net, data, split="test", progress=False)
     agg = res.aggregates
     out = {"test_dice_fg": agg["dice_patient_mean_fg"]}
+    fg = res.per_case[res.per_case["label"] == "mean_fg"]
+    out["patient_dice_fg"] = {str(k): float(v) for k, v in fg.groupby("patient")["dice"].mean().items()}
     out.update({k: v for k, v in agg.items() if k.startswith("dice_") and k.split("_", 1)[1] in ("RV", "myocardium", "LV")})
     return out
 
@@ -122,6 +124,53 @@ def table(path: Path) -> None:
               f"| {r['test_dice_fg']:.3f} | {r['dice_RV']:.3f} | {r['dice_myocardium']:.3f} | {r['dice_LV']:.3f} | {r['seconds']:.0f} |")
 
 
+def extend_test(args: argparse.Namespace, tag: str) -> None:
+    """Evaluate every finished arm of ``tag`` on unseen patients of the same cohort seed.
+
+    The training cohort's test split is small (a few patients); patients
+    ``--patients + 1 .. --extend-test`` come from the same generator and seed
+    but were never trained, validated or selected on. They are prepared at the
+    training cohort's spacing and slice size, so every network sees inputs
+    like its training data. Rows go to ``<tag>-ext<N>.jsonl``.
+    """
+    out = args.work / tag
+    train_data = PreparedDataset(out / "data")
+    rows = [json.loads(line) for line in (args.out / f"{tag}.jsonl").read_text().splitlines()]
+    results = args.out / f"{tag}-ext{args.extend_test}.jsonl"
+    done = {json.loads(line)["arm"] for line in results.read_text().splitlines()} if results.is_file() else set()
+    ids = [f"patient{i:03d}" for i in range(1, args.extend_test + 1)]
+    split = args.work / f"{tag}-ext{args.extend_test}-split.json"
+    split.write_text(json.dumps({"train": ids[:args.patients], "val": [], "test": ids[args.patients:]}))
+    prep = prepare_dataset(
+        PrepareConfig(out=args.work / f"{tag}-ext{args.extend_test}", phantom_variant=args.variant,
+                      phantom_seed=args.phantom_seed, phantom_patients=args.extend_test, phantom_size=args.size,
+                      spacing=float(train_data.spacing[0]), slice_size=int(train_data.slice_size),
+                      split_file=split, workers=1),
+        progress=False,
+    )
+    data = PreparedDataset(prep.root)
+    space = SearchSpace.from_config(SearchConfig())
+    for row in rows:
+        arm = row["arm"]
+        ckpt = out / "baseline_state.pt" if arm in ("baseline", "baseline-again") else out / f"ckpt-{arm.split('/')[0]}" / "best.pt"
+        if arm in done or arm == "ablate-skips" or not ckpt.is_file():
+            continue
+        state = torch.load(ckpt, weights_only=True)
+        state = state.get("model", state)
+        kwargs = {}
+        if row.get("cell"):
+            g = Genotype(space=space, cells=tuple(CellGenotype(tuple(tuple((op, i) for op, i in node) for node in cell))
+                                                  for cell in row["cell"]))
+            kwargs = {"skip": "iac", "skip_kwargs": {"genotype": g.to_dict()}}
+        net = create_backbone("unet", data.in_channels, data.num_classes,
+                              features=WIDE if arm == "wide" else SMALL, **kwargs)
+        net.load_state_dict(state)
+        rec = {"arm": arm, "tag": tag, "test_patients": len(data.patients("test")), **evaluate(net, data)}
+        with results.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+        print(json.dumps({k: v for k, v in rec.items() if k != "patient_dice_fg"}), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/testbed_design"), help="folder of the results files")
@@ -133,11 +182,18 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--extra-epochs", type=int, default=10)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--extra-lr", type=float, default=None, help="learning rate of the extra epochs (default: --lr / 3)")
+    parser.add_argument("--freeze-backbone", action="store_true",
+                        help="cell arms train only the cell and its projection (the backbone's weights stay fixed)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument("--arms", default=DEFAULT_ARMS)
     parser.add_argument("--describe", type=int, default=0, help="only print volumes and EFs of this many test-bed patients")
     parser.add_argument("--table", type=Path, default=None, help="only print this results file as a Markdown table")
+    parser.add_argument("--extend-test", type=int, default=0, metavar="N",
+                        help="no training: evaluate the finished arms' selected weights on patients "
+                             "--patients+1 .. N of the same cohort seed (never trained on), prepared at the "
+                             "training cohort's spacing and slice size")
     args = parser.parse_args()
     if args.table:
         table(args.table)
@@ -147,6 +203,9 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     tag = f"{args.variant}-s{args.phantom_seed}-p{args.patients}-n{args.size}-e{args.epochs}"
+    if args.extend_test:
+        extend_test(args, tag)
+        return
     out = args.work / tag
     out.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -163,7 +222,13 @@ def main() -> None:
     prep_s = time.perf_counter() - t0
     space = SearchSpace.from_config(SearchConfig())
     base_cfg = TrainConfig(data=prep.root, epochs=args.epochs, lr=args.lr, seed=args.seed)
-    extra_cfg = TrainConfig(data=prep.root, epochs=args.extra_epochs, lr=args.lr / 3, seed=args.seed)
+    extra_lr = args.lr / 3 if args.extra_lr is None else args.extra_lr
+    extra_cfg = TrainConfig(data=prep.root, epochs=args.extra_epochs, lr=extra_lr, seed=args.seed)
+    # Arms of the extra epochs run with other settings than the first proxies' (10 epochs at lr / 3,
+    # whole network trained) carry those settings in their name, so one results file holds both.
+    suffix = ""
+    if (args.extra_epochs, args.extra_lr, args.freeze_backbone) != (10, None, False):
+        suffix = f"/x{args.extra_epochs}-lr{extra_lr:g}" + ("-frozen" if args.freeze_backbone else "")
     base_ckpt = out / "baseline_state.pt"
 
     def record(arm: str, row: dict) -> None:
@@ -172,8 +237,14 @@ def main() -> None:
             f.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)
 
-    for arm in args.arms.split(","):
-        if arm in done:
+    arms = args.arms.split(",")
+    if "baseline" in done and not base_ckpt.is_file() and any(a not in ("baseline", "wide") for a in arms):
+        # The results say the baseline ran, but its weights are gone (a fresh work folder):
+        # train it again, recorded under its own name so the two runs can be compared.
+        arms.insert(0, "baseline-again")
+    for arm in arms:
+        name = arm if arm in ("baseline", "baseline-again", "wide", "ablate-skips") else arm + suffix
+        if name in done:
             continue
         start = time.perf_counter()
         if arm == "ablate-skips":
@@ -186,15 +257,16 @@ def main() -> None:
             row = {"epochs": 0, "parameters": sum(p.numel() for p in net.parameters())}
             row.update(evaluate(net, data))
             row.update({"seconds": time.perf_counter() - start, "val_best": float("nan"), "plateau_gain_points": float("nan")})
-            record(arm, row)
+            record(name, row)
             continue
-        if arm in ("baseline", "wide"):
+        if arm in ("baseline", "baseline-again", "wide"):
             torch.manual_seed(args.seed)
-            net = create_backbone("unet", data.in_channels, data.num_classes, features=SMALL if arm == "baseline" else WIDE)
+            widths = WIDE if arm == "wide" else SMALL
+            net = create_backbone("unet", data.in_channels, data.num_classes, features=widths)
             res = train_network(base_cfg, net, data, Tracker(), out / f"ckpt-{arm}", progress=False)
-            if arm == "baseline":
+            if arm != "wide":
                 torch.save(res.state, base_ckpt)
-            row = {"epochs": args.epochs, "widths": list(SMALL if arm == "baseline" else WIDE), **plateau(res.history)}
+            row = {"epochs": args.epochs, "widths": list(widths), **plateau(res.history)}
         else:
             if not base_ckpt.is_file():
                 raise SystemExit(f"arm {arm} needs the baseline arm first ({base_ckpt} is missing)")
@@ -207,11 +279,15 @@ def main() -> None:
             torch.manual_seed(args.seed)
             net = create_backbone("unet", data.in_channels, data.num_classes, features=SMALL, **kwargs)
             load_pretrained(net, state)
+            if args.freeze_backbone and cell is not None:
+                for pname, param in net.named_parameters():
+                    param.requires_grad_(".cell." in pname or ".proj." in pname)
             res = train_network(extra_cfg, net, data, Tracker(), out / f"ckpt-{arm}", progress=False)
             row = {"epochs": args.extra_epochs, "cell": cell, **plateau(res.history)}
         row.update(evaluate(res.net, data))
-        row.update({"seconds": time.perf_counter() - start, "parameters": res.n_parameters})
-        record(arm, row)
+        row.update({"seconds": time.perf_counter() - start, "parameters": res.n_parameters,
+                    "extra_lr": extra_lr, "frozen_backbone": bool(args.freeze_backbone and arm.startswith("cell-"))})
+        record(name, row)
 
 
 if __name__ == "__main__":
