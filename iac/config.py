@@ -447,6 +447,8 @@ class Budget:
     max_slices_per_epoch: int | None = None  # cap on slices per epoch (None: all)
     phantom_patients: int = 34  # cohort size when dataset=phantom
     phantom_size: int = 64  # phantom in-plane matrix
+    phantom_variant: str = "classic"  # generator when dataset=phantom (PHANTOM_VARIANTS)
+    phantom_test_fraction: float | None = None  # test share of the phantom's patients (None: prepare's default)
     min_pairs: int = 10  # stats: fewest paired patients
 
 

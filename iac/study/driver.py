@@ -276,6 +276,17 @@ def _evaluate(label: str, model_node: str, split: str):
     return lambda s, d: s.evaluate(label, d[model_node]["model_uri"], split)
 
 
+def _phantom_settings(cfg: MainConfig, budget: Budget) -> dict[str, Any]:
+    """The budget's phantom cohort (only for dataset=phantom; ``prepare_options`` override each)."""
+    if cfg.dataset != "phantom":
+        return {}
+    out = {"phantom_patients": budget.phantom_patients, "phantom_size": budget.phantom_size,
+           "phantom_variant": budget.phantom_variant}
+    if budget.phantom_test_fraction is not None:
+        out["test_fraction"] = budget.phantom_test_fraction
+    return out
+
+
 def _prepare(cfg: MainConfig, budget: Budget, cache: StepCache, tags: dict[str, str]) -> dict[str, Any]:
     """Prepare the dataset (reused while its folder still has a manifest), or take a prepared folder as it is."""
     data = cfg.data or Path("data/prepared") / cfg.dataset
@@ -285,8 +296,7 @@ def _prepare(cfg: MainConfig, budget: Budget, cache: StepCache, tags: dict[str, 
         dataset=cfg.dataset,
         source=cfg.source,
         out=Path(data),
-        **{"phantom_patients": budget.phantom_patients, "phantom_size": budget.phantom_size,
-           **dict(cfg.prepare_options)},
+        **{**_phantom_settings(cfg, budget), **dict(cfg.prepare_options)},
     )
     return cache.run(
         "prepare",

@@ -68,3 +68,24 @@ def test_prepare_options_are_typed():
     assert parse_prepare_options("spacing=1.25 modalities=flair,t1 skip_bad=true ct_clip=1,99") == (
         ("spacing", 1.25), ("modalities", ("flair", "t1")), ("skip_bad", True), ("ct_clip", (1.0, 99.0)),
     )
+
+
+def test_the_budget_chooses_the_phantom_variant_and_its_test_share(experiment, tmp_path):
+    from dataclasses import replace
+
+    from iac.data.store import PreparedDataset
+    from iac.study.driver import _prepare
+
+    budget = replace(BUDGETS["smoke"], phantom_variant="testbed", phantom_patients=10, phantom_size=32,
+                     phantom_test_fraction=0.5)
+    cfg = MainConfig(data=tmp_path / "prepared", prepare_options=(("workers", 1),))
+    data = PreparedDataset(_prepare(cfg, budget, _cache(experiment), {})["data"])
+    assert data.manifest["config"]["phantom_variant"] == "testbed"
+    assert len(data.patients("test")) == 5
+    # prepare_options still win over the budget, and a real dataset never gets the phantom's split
+    cfg = MainConfig(data=tmp_path / "classic", prepare_options=(("workers", 1), ("phantom_variant", "classic")))
+    classic = PreparedDataset(_prepare(cfg, budget, _cache(experiment), {})["data"])
+    assert classic.manifest["config"]["phantom_variant"] == "classic"
+    from iac.study.driver import _phantom_settings
+
+    assert _phantom_settings(MainConfig(dataset="acdc", source=tmp_path), budget) == {}
