@@ -1,159 +1,584 @@
-"""The headline benchmark: IAC-LTH versus the 200-epoch full search.
+"""The headline benchmark (v2): IAC-LTH against the 200-epoch full search on the test bed.
 
-Usage (from the project root)::
+Usage (from the project root; one command per search seed, then one summary)::
 
-    python benchmarks/lth_speedup.py [--seed 0] [--epochs 200] [--size 32] [--out DIR]
+    python benchmarks/lth_speedup.py run --cohort confirm --seed 0
+    python benchmarks/lth_speedup.py run --cohort confirm --seed 1
+    python benchmarks/lth_speedup.py run --cohort confirm --seed 2
+    python benchmarks/lth_speedup.py summary --cohort confirm
 
-On the default phantom cohort (34 patients; in-plane size shrunk to ``--size``
-to fit a CPU, the search space left at its defaults: 8 operations, K=4,
-4 nodes) it
+    python benchmarks/lth_speedup.py run --cohort calibrate --seed 0 --arms full
+    python benchmarks/lth_speedup.py calibrate            # replay grid and trade-off curve
 
-1. trains a baseline U-Net (``--baseline-epochs``),
-2. runs the full search for ``--epochs`` epochs (the paper's budget, 200),
-3. runs IAC-LTH with the default stability settings (``--reference-run`` = 2),
-4. takes the control arm from the full search itself: the genotype it would
-   have derived had it stopped at the epoch where LTH stopped (recorded in its
-   trajectory), with the search time spent up to that epoch (does LTH beat
-   simply searching for fewer epochs?),
-5. retrains the three cells from the baseline with the same budget
-   (``--retrain-epochs``) and evaluates them on the test patients,
+Cohorts (the test bed, ``phantom_variant=testbed``, sized by :data:`DESIGN`):
+``calibrate`` is the design cohort (``phantom_seed`` 101), on which the stop
+rule is fixed; ``confirm`` is ``phantom_seed`` 202, never used before the
+confirmatory runs.
 
-all as MLflow runs in ``<out>/mlflow.db``, then prints the wall-clock search
-times (``search_seconds``, validation and checkpoints included, measured the
-same way for all arms), their ratio, epochs run, mean epoch time before and
-after pruning, genotype agreement, the mean test Dice of each arm and the
-paired per-patient differences (Wilcoxon signed-rank).
+``run`` executes, one after another and never two at once, the arms of one
+search seed (each an MLflow run in ``<work>/<cohort>/mlflow.db``):
+
+- shared by all seeds (made once, by the first ``run`` that needs them, not
+  timed): the baseline U-Net trained to a plateau; the baseline continued for
+  the retraining budget with identity skips (the same-extra-epochs control);
+  ``--random`` random genotypes of the search space, each retrained;
+- timed: the full search (``--epochs``, the paper's 200) and IAC-LTH with each
+  criterion of ``--criteria``; even seeds run the full search first, odd seeds
+  IAC-LTH first;
+- the control of each criterion: the full search truncated where that LTH
+  search stopped (the genotype its trajectory records at that epoch, and the
+  search time spent up to it);
+- every cell retrained from the baseline's weights with the same budget and
+  evaluated on the test patients.
+
+Each finished arm appends one JSON line to
+``benchmarks/results/lth_speedup_v2/<cohort>/arms.jsonl`` (per-patient Dice,
+timings, genotype); a rerun skips the arms found there, and an interrupted
+search or retraining is resumed from the checkpoint of its MLflow run (its time
+is then the sum of its per-epoch times, as ``search_seconds`` always is).
+
+``summary`` reads those lines and writes ``summary.json``, ``tables.md`` and
+``lth_speedup.png`` next to them: speed-up per seed and its geometric mean,
+epoch times before and after pruning, the share of the saving that pruning
+adds to stopping early, non-inferiority of IAC-LTH against the full search
+(one-sided signed-rank test of LTH - full against -``--ni-margin``, with the
+Hodges-Lehmann estimate and its interval, ``iac.stats``), the Holm-corrected
+comparisons of the full-search cell with its controls, and genotype agreement
+with its two yardsticks (full vs full across seeds; random pairs).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import os
 import sys
 import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+RESULTS = Path("benchmarks/results/lth_speedup_v2")
+WORK = Path("outputs/lth-v2")
+COHORT_SEEDS = {"calibrate": 101, "confirm": 202}
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("outputs/lth-benchmark"))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=200, help="full-search budget (the paper's 200)")
-    parser.add_argument("--size", type=int, default=32, help="phantom in-plane size (shrunk for CPUs)")
-    parser.add_argument("--patients", type=int, default=34)
-    parser.add_argument("--baseline-epochs", type=int, default=30)
-    parser.add_argument("--retrain-epochs", type=int, default=10)
-    parser.add_argument("--cell-channels", type=int, default=8, help="cell width (shrunk for CPUs)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    args = parser.parse_args()
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    import torch
+@dataclass(frozen=True)
+class Design:
+    """The frozen benchmark instance of the test bed (``docs/datasets.md``, "Frozen design")."""
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{(args.out / 'mlflow.db').resolve()}"
+    patients: int = 80  # generated patients; the split gives train / val / test
+    size: int = 48  # in-plane matrix of the generator (fixed field of view)
+    val_fraction: float = 0.15
+    test_fraction: float = 0.55  # most patients are test patients: they cost nothing to train
+    backbone_preset: str = "small"  # the baseline U-Net: widths (8, 16, 32, 64)
+    baseline_epochs: int = 150  # to a plateau (< 0.5 point gained over the last fifth)
+    baseline_lr: float = 3e-3
+    retrain_epochs: int = 30  # every cell and the continued control, from the baseline's weights
+    retrain_lr: float = 3e-3
+    cell_channels: int = 8  # the search space's cell width, shrunk for CPUs
+    max_slices_per_epoch: int | None = None
+    check_every: int = 10  # architecture steps between two stability checks
+
+
+DESIGN = Design()
+# Stop-rule settings per criterion; replaced by the calibration's choice (docs/benchmarks.md).
+CRITERIA: dict[str, dict[str, Any]] = {
+    "js": {"criterion": "js"},
+    "sequential": {"criterion": "sequential"},
+}
+
+
+def results_dir(cohort: str) -> Path:
+    return RESULTS / cohort
+
+
+def read_arms(cohort: str) -> list[dict[str, Any]]:
+    """The finished arms of a cohort (one dict per JSON line)."""
+    path = results_dir(cohort) / "arms.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def arm_key(row: dict[str, Any]) -> str:
+    return f"{row['arm']}@{row['seed']}" if row.get("seed") is not None else row["arm"]
+
+
+class Bench:
+    """One cohort's benchmark state: the MLflow store, the prepared data, the finished arms."""
+
+    def __init__(self, cohort: str, threads: int, device: str, work: Path, epochs: int = 200) -> None:
+        import torch
+
+        self.cohort, self.device, self.epochs = cohort, device, epochs
+        if threads:
+            torch.set_num_threads(threads)
+        self.work = work / cohort
+        self.work.mkdir(parents=True, exist_ok=True)
+        results_dir(cohort).mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{(self.work / 'mlflow.db').resolve()}"
+        import mlflow
+
+        mlflow.set_experiment(f"lth-speedup-v2-{cohort}")
+        from iac.config import PrepareConfig
+        from iac.data.prepare import prepare_dataset
+
+        d = DESIGN
+        prep = prepare_dataset(
+            PrepareConfig(
+                out=self.work / "data", phantom_variant="testbed", phantom_seed=COHORT_SEEDS[cohort],
+                phantom_patients=d.patients, phantom_size=d.size, val_fraction=d.val_fraction,
+                test_fraction=d.test_fraction, workers=1,
+            ),
+            progress=False,
+        )
+        self.data = Path(prep.root)
+        self.fingerprint = prep.fingerprint
+        self.done = {arm_key(r): r for r in read_arms(cohort)}
+
+    # -- bookkeeping -------------------------------------------------------------------------------
+
+    def record(self, row: dict[str, Any]) -> dict[str, Any]:
+        row = {"cohort": self.cohort, "design": asdict(DESIGN), "data_fingerprint": self.fingerprint,
+               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **row}
+        with (results_dir(self.cohort) / "arms.jsonl").open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        self.done[arm_key(row)] = row
+        print(f"[{row['finished']}] {arm_key(row)}: " + ", ".join(
+            f"{k}={row[k]:.4g}" if isinstance(row[k], float) else f"{k}={row[k]}"
+            for k in ("search_seconds", "epochs_run", "test_dice", "seconds") if k in row and row[k] is not None
+        ), flush=True)
+        return row
+
+    def unfinished_run(self, step: str, arm: str, seed: int | None) -> str | None:
+        """The newest unfinished MLflow run of this arm (to resume from its checkpoint), if any."""
+        import mlflow
+
+        filt = f"tags.step = '{step}' and tags.bench_arm = '{arm}' and attributes.status != 'FINISHED'"
+        if seed is not None:
+            filt += f" and tags.bench_seed = '{seed}'"
+        runs = mlflow.search_runs(search_all_experiments=True, filter_string=filt,
+                                  order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
+        return runs[0].info.run_id if runs else None
+
+    # -- arms --------------------------------------------------------------------------------------
+
+    def baseline(self) -> dict[str, Any]:
+        """The plateaued baseline U-Net (shared by every seed)."""
+        if "baseline" in self.done:
+            return self.done["baseline"]
+        from iac.commands.retrain import run_retrain
+        from iac.config import TrainConfig
+
+        d = DESIGN
+        cfg = TrainConfig(data=self.data, epochs=d.baseline_epochs, lr=d.baseline_lr, seed=0, device=self.device)
+        start = time.perf_counter()
+        out = run_retrain(cfg, {"bench_arm": "baseline"},
+                          resume_run=self.unfinished_run("retrain", "baseline", None))
+        row = {"arm": "baseline", "seed": None, "model_uri": out["model_uri"], "run_id": out["run_id"],
+               "seconds": time.perf_counter() - start, **_plateau(out["run_id"])}
+        row.update(self.evaluate(out["model_uri"]))
+        return self.record(row)
+
+    def retrain(self, arm: str, seed: int | None, genotype: str | None, extra: dict[str, Any]) -> dict[str, Any]:
+        """Retrain the baseline with ``genotype`` (a cell URI or file; None: identity skips) and evaluate it."""
+        key = f"{arm}@{seed}" if seed is not None else arm
+        if key in self.done:
+            return self.done[key]
+        from iac.commands.retrain import run_retrain
+        from iac.config import TrainConfig
+
+        d = DESIGN
+        base = self.baseline()
+        kwargs = {"skip": "iac", "genotype": genotype} if genotype else {}
+        cfg = TrainConfig(data=self.data, epochs=d.retrain_epochs, lr=d.retrain_lr, seed=0, device=self.device,
+                          pretrained=base["model_uri"], **kwargs)
+        tags = {"bench_arm": arm, **({"bench_seed": str(seed)} if seed is not None else {})}
+        start = time.perf_counter()
+        out = run_retrain(cfg, tags, resume_run=self.unfinished_run("retrain", arm, seed))
+        row = {"arm": arm, "seed": seed, "model_uri": out["model_uri"], "run_id": out["run_id"],
+               "seconds": time.perf_counter() - start, **extra, **_plateau(out["run_id"])}
+        row.update(self.evaluate(out["model_uri"]))
+        return self.record(row)
+
+    def evaluate(self, model_uri: str) -> dict[str, Any]:
+        """Test-patient Dice of a registered U-Net: patient-mean foreground, per class and per patient."""
+        import mlflow
+
+        from iac.commands.evaluate import run_evaluate
+        from iac.config import EvalConfig
+        from iac.eval.per_case import load_per_case
+
+        ev = run_evaluate(EvalConfig(model=model_uri, data=self.data, split="test", device=self.device))
+        csv = mlflow.artifacts.download_artifacts(run_id=ev["run_id"], artifact_path="per_case.csv")
+        mlflow.artifacts.download_artifacts(run_id=ev["run_id"], artifact_path="per_case.json",
+                                            dst_path=str(Path(csv).parent))
+        df, _ = load_per_case(csv)
+        fg = df[df["label"] == "mean_fg"].groupby("patient")["dice"].mean()
+        per_class = {f"test_dice_{lab}": float(g.groupby("patient")["dice"].mean().mean())
+                     for lab, g in df[df["label"] != "mean_fg"].groupby("label")}
+        return {"eval_run_id": ev["run_id"], "test_dice": float(fg.mean()),
+                "patient_dice": {str(p): float(v) for p, v in fg.items()}, **per_class}
+
+    def search(self, method: str, seed: int, criterion: str | None) -> dict[str, Any]:
+        """One timed search arm (``full`` or ``lth-<criterion>``)."""
+        arm = "full" if method == "full" else f"lth-{criterion}"
+        if f"{arm}@{seed}" in self.done:
+            return self.done[f"{arm}@{seed}"]
+        import mlflow
+
+        from iac import registry
+        from iac.commands.search import run_search_step
+        from iac.config import SearchConfig, StabilityConfig
+
+        d = DESIGN
+        base = self.baseline()
+        cfg = SearchConfig(data=self.data, epochs=self.epochs, pretrained=base["model_uri"], seed=seed,
+                           cell_channels=d.cell_channels, device=self.device, check_every=d.check_every,
+                           max_slices_per_epoch=d.max_slices_per_epoch)
+        stab = StabilityConfig(**CRITERIA[criterion]) if criterion else None
+        tags = {"bench_arm": arm, "bench_seed": str(seed)}
+        out = run_search_step(cfg, method, stab, tags, resume_run=self.unfinished_run(f"search_{method}", arm, seed))
+        metrics = mlflow.get_run(out["run_id"]).data.metrics
+        traj = json.loads(Path(mlflow.artifacts.download_artifacts(
+            run_id=out["run_id"], artifact_path="trajectory.json")).read_text())
+        genotype = registry.resolve(out["cell_uri"]).tags["genotype_json"]
+        row = {
+            "arm": arm, "seed": seed, "kind": "search", "run_id": out["run_id"], "cell_uri": out["cell_uri"],
+            "search_seconds": out["search_seconds"], "epochs_run": out["epochs_run"], "genotype": json.loads(genotype),
+            "stability": asdict(stab) if stab else None,
+            "epoch_seconds": [e["epoch_seconds"] for e in traj["epochs"]],
+            "cum_seconds": [e["cum_seconds"] for e in traj["epochs"]],
+            "epoch_genotypes": [e["genotype"] for e in traj["epochs"]] if method == "full" else None,
+            "mean_epoch_seconds_before": metrics.get("mean_epoch_seconds_before_pruning", metrics.get("mean_epoch_seconds")),
+            "mean_epoch_seconds_after": metrics.get("mean_epoch_seconds_after_pruning"),
+            "first_pruning_epoch": _first_pruning_epoch(traj),
+        }
+        return self.record(row)
+
+
+def _plateau(run_id: str) -> dict[str, Any]:
+    """Best validation Dice over the run, at 4/5 of its epochs, and the gain between them (points)."""
     import mlflow
     import numpy as np
-    from scipy.stats import wilcoxon
 
-    from iac.commands.evaluate import run_evaluate
-    from iac.commands.retrain import run_retrain
-    from iac.commands.search import run_search_step
-    from iac.nas.agreement import agreement
-    from iac.config import EvalConfig, PrepareConfig, SearchConfig, StabilityConfig, TrainConfig
-    from iac.data.prepare import prepare_dataset
-    from iac.eval.per_case import load_per_case
+    hist = mlflow.MlflowClient().get_metric_history(run_id, "val_dice")
+    vals = [m.value for m in sorted(hist, key=lambda m: m.step)]
+    if not vals:
+        return {}
+    best = np.fmax.accumulate(np.nan_to_num(vals, nan=0.0))
+    cut = max(round(0.8 * len(best)) - 1, 0)
+    return {"val_best": float(best[-1]), "plateau_gain_points": float(100 * (best[-1] - best[cut]))}
+
+
+def _first_pruning_epoch(traj: dict[str, Any]) -> int | None:
+    epochs = [e.get("epoch") for e in traj.get("events", []) if e.get("epoch") is not None]
+    return min(epochs) if epochs else None
+
+
+def run(args: argparse.Namespace) -> None:
+    """The arms of one search seed, one after another."""
+    import numpy as np
+
+    from iac.config import SearchConfig
+    from iac.nas.genotype import Genotype, SearchSpace, random_genotype
+
+    bench = Bench(args.cohort, args.threads, args.device, args.work, args.epochs)
+    wanted = args.arms.split(",")
+    criteria = [c for c in args.criteria.split(",") if c]
+    bench.baseline()
+    if "shared" in wanted:
+        bench.retrain("continued", None, None, {"kind": "control-continued"})
+        space = SearchSpace.from_config(SearchConfig(cell_channels=DESIGN.cell_channels))
+        for k in range(args.random):
+            g = random_genotype(space, np.random.default_rng(1000 + k))
+            path = bench.work / f"random-{k}-genotype.json"
+            path.write_text(g.to_json())
+            bench.retrain(f"random-{k}", None, str(path), {"kind": "random", "genotype": g.to_dict()})
+    searches = ([("full", None)] if "full" in wanted else []) + (
+        [("lth", c) for c in criteria] if "lth" in wanted else [])
+    if args.seed % 2:  # odd seeds: IAC-LTH first
+        searches = searches[1:] + searches[:1] if searches and searches[0][0] == "full" else searches
+    found = {}
+    for method, criterion in searches:
+        found[(method, criterion)] = bench.search(method, args.seed, criterion)
+    if "retrain" not in wanted:
+        return
+    full = bench.done.get(f"full@{args.seed}")
+    if full:
+        bench.retrain("full-cell", args.seed, full["cell_uri"], {"kind": "cell", "of": "full"})
+    for criterion in criteria:
+        lth = bench.done.get(f"lth-{criterion}@{args.seed}")
+        if not lth:
+            continue
+        bench.retrain(f"lth-{criterion}-cell", args.seed, lth["cell_uri"], {"kind": "cell", "of": f"lth-{criterion}"})
+        if full:
+            stop = lth["epochs_run"]  # the control: the full search's genotype after as many epochs
+            g = Genotype.from_dict(full["epoch_genotypes"][stop - 1])
+            path = bench.work / f"control-{criterion}-seed{args.seed}-genotype.json"
+            path.write_text(g.to_json())
+            bench.retrain(f"control-{criterion}", args.seed, str(path), {
+                "kind": "control-truncated", "genotype": g.to_dict(), "epochs_run": stop,
+                "search_seconds": full["cum_seconds"][stop - 1]})
+
+
+# -- summary -----------------------------------------------------------------------------------------
+
+
+def _patients(row: dict[str, Any], patients: list[str]):
+    import numpy as np
+
+    return np.array([row["patient_dice"][p] for p in patients], dtype=float)
+
+
+def _paired(d, margin: float, alternative: str) -> dict[str, Any]:
+    """One-sided 5 % signed-rank test of ``d`` against ``margin``, with the Hodges-Lehmann estimate.
+
+    The interval is the exact 90 % Walsh-average interval: its lower end is
+    the bound the one-sided test at 5 % compares with the margin.
+    """
+    from iac.stats.effect import hodges_lehmann, hodges_lehmann_ci
+    from iac.stats.tests import noninferiority_test, signed_rank_test
+
+    hl = hodges_lehmann(d)
+    lo, hi, _ = hodges_lehmann_ci(d, level=0.90)
+    if alternative == "noninferior":  # H0: pseudo-median(d) <= -margin
+        p = noninferiority_test(d, margin).pvalue
+    else:  # superiority by at least margin, H0: pseudo-median(d) <= +margin
+        p = signed_rank_test(d - margin, alternative="greater").pvalue
+    return {"n": int(d.size), "mean_points": 100 * float(d.mean()), "hl_points": 100 * hl,
+            "ci_low_points": 100 * lo, "ci_high_points": 100 * hi, "p": float(p)}
+
+
+def summarize(args: argparse.Namespace) -> None:
+    """Tables, statistics, agreement and the figure of one cohort's finished arms."""
+    import numpy as np
+
+    from iac.nas.agreement import agreement, random_agreement
     from iac.nas.genotype import Genotype
-    from iac import registry
+    from iac.stats.tests import holm
 
-    mlflow.set_experiment(f"lth-benchmark-seed{args.seed}")
-    prep = prepare_dataset(
-        PrepareConfig(out=args.out / "phantom", phantom_patients=args.patients, phantom_size=args.size), progress=False
-    )
-    data = prep.root
-    t0 = time.perf_counter()
-    base = run_retrain(TrainConfig(data=data, epochs=args.baseline_epochs, seed=args.seed, device=args.device))
-    scfg = SearchConfig(
-        data=data, epochs=args.epochs, pretrained=base["model_uri"], seed=args.seed, cell_channels=args.cell_channels,
-        device=args.device,
-    )
-    stab = StabilityConfig()
-    full = run_search_step(scfg, "full", stab)
-    lth = run_search_step(scfg, "lth", stab, reference_run=full["run_id"])
-    # Control arm: the full search stopped where LTH stopped. Its trajectory records, per epoch, the genotype the
-    # discretisation gives at that point and the cumulative search time (validation and checkpoints included).
-    traj_path = mlflow.artifacts.download_artifacts(run_id=full["run_id"], artifact_path="trajectory.json")
-    stop = json.loads(Path(traj_path).read_text())["epochs"][lth["epochs_run"] - 1]  # epochs count from 0
-    control_genotype = Genotype.from_dict(stop["genotype"])
-    control_geno = args.out / f"control-seed{args.seed}-genotype.json"
-    control_geno.write_text(control_genotype.to_json())
-    control = {
-        "cell_uri": str(control_geno), "run_id": full["run_id"], "epochs_run": stop["epoch"] + 1,
-        "search_seconds": stop["cum_seconds"],
-    }
+    rows = read_arms(args.cohort)
+    if not rows:
+        raise SystemExit(f"no finished arms in {results_dir(args.cohort) / 'arms.jsonl'}; run `run` first")
+    designs = {json.dumps(r["design"], sort_keys=True) for r in rows}
+    if len(designs) > 1:
+        raise SystemExit(f"{results_dir(args.cohort) / 'arms.jsonl'} mixes {len(designs)} designs; summarise one design")
+    by = {arm_key(r): r for r in rows}
+    seeds = sorted({r["seed"] for r in rows if r.get("kind") == "search" and r["arm"] == "full"})
+    criteria = sorted({r["arm"][4:] for r in rows if r.get("kind") == "search" and r["arm"].startswith("lth-")})
+    randoms = sorted(k for k in by if k.startswith("random-"))
+    out: dict[str, Any] = {"cohort": args.cohort, "seeds": seeds, "criteria": criteria, "design": rows[0]["design"]}
+    lines = [f"# Headline benchmark v2, cohort `{args.cohort}` (phantom_seed {COHORT_SEEDS[args.cohort]})", ""]
 
-    arms = {"full": full, "lth": lth, "control": control}
-    results = {}
-    for name, out in arms.items():
-        unet = run_retrain(
-            TrainConfig(
-                data=data, skip="iac", genotype=out["cell_uri"], pretrained=base["model_uri"],
-                epochs=args.retrain_epochs, seed=args.seed, device=args.device,
-            )
-        )
-        ev = run_evaluate(EvalConfig(model=unet["model_uri"], data=data, split="test", device=args.device))
-        csv = mlflow.artifacts.download_artifacts(run_id=ev["run_id"], artifact_path="per_case.csv")
-        mlflow.artifacts.download_artifacts(run_id=ev["run_id"], artifact_path="per_case.json", dst_path=str(Path(csv).parent))
-        df, _ = load_per_case(csv)
-        per_patient = df[df["label"] == "mean_fg"].groupby("patient")["dice"].mean()
-        if name == "control":
-            m = {"mean_epoch_seconds": control["search_seconds"] / control["epochs_run"]}
-            genotype = control_genotype
-        else:
-            m = mlflow.get_run(out["run_id"]).data.metrics
-            genotype = Genotype.from_json(registry.resolve(out["cell_uri"]).tags["genotype_json"])
-        results[name] = {
-            "search_seconds": out["search_seconds"],
-            "epochs_run": out["epochs_run"],
-            "before": m.get("mean_epoch_seconds_before_pruning", m.get("mean_epoch_seconds")),
-            "after": m.get("mean_epoch_seconds_after_pruning"),
-            "dice": float(per_patient.mean()),
-            "per_patient": per_patient,
-            "genotype": genotype,
-        }
+    # Speed: per seed and criterion.
+    speed = []
+    for seed in seeds:
+        full = by[f"full@{seed}"]
+        for c in criteria:
+            lth, ctl = by.get(f"lth-{c}@{seed}"), by.get(f"control-{c}@{seed}")
+            if not lth:
+                continue
+            stop_seconds = full["cum_seconds"][lth["epochs_run"] - 1]
+            saving = full["search_seconds"] - lth["search_seconds"]
+            speed.append({
+                "seed": seed, "criterion": c, "full_s": full["search_seconds"], "lth_s": lth["search_seconds"],
+                "speedup": full["search_seconds"] / lth["search_seconds"], "lth_epochs": lth["epochs_run"],
+                "full_epochs": full["epochs_run"], "stop_s": stop_seconds,
+                "epoch_s_full": full["mean_epoch_seconds_before"],
+                "epoch_s_before": lth["mean_epoch_seconds_before"], "epoch_s_after": lth["mean_epoch_seconds_after"],
+                "pruning_share": (stop_seconds - lth["search_seconds"]) / saving if saving > 0 else float("nan"),
+                "first_pruning_epoch": lth.get("first_pruning_epoch"), "has_control": ctl is not None,
+            })
+    out["speed"] = speed
+    out["speedup_geomean"] = {c: float(math.exp(np.mean([math.log(r["speedup"]) for r in speed if r["criterion"] == c])))
+                              for c in criteria if any(r["criterion"] == c for r in speed)}
+    lines += ["## Search time", "",
+              "| seed | criterion | full s | LTH s | speed-up | LTH epochs | full s/epoch | LTH s/epoch before / after pruning | first pruning epoch | saving from pruning |",
+              "|---|---|---:|---:|---:|---:|---:|---|---:|---:|"]
+    for r in speed:
+        after = f"{r['epoch_s_after']:.1f}" if r["epoch_s_after"] else "-"
+        lines.append(f"| {r['seed']} | {r['criterion']} | {r['full_s']:.0f} | {r['lth_s']:.0f} | {r['speedup']:.2f}x | "
+                     f"{r['lth_epochs']} | {r['epoch_s_full']:.1f} | {r['epoch_s_before']:.1f} / {after} | "
+                     f"{r['first_pruning_epoch'] if r['first_pruning_epoch'] is not None else '-'} | {100 * r['pruning_share']:.0f} % |")
+    lines += ["", "Geometric mean speed-up: " + ", ".join(f"{c} {v:.2f}x" for c, v in out["speedup_geomean"].items()), ""]
 
-    full_r, lth_r, ctl_r = results["full"], results["lth"], results["control"]
-    print(f"\nseed {args.seed}, phantom {args.patients} patients at {args.size}x{args.size}, total {time.perf_counter() - t0:.0f} s")
-    print("| arm | search s | epochs | s/epoch before pruning | s/epoch after | test Dice |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, r in results.items():
-        after = f"{r['after']:.2f}" if r["after"] else "-"
-        print(f"| {name} | {r['search_seconds']:.0f} | {r['epochs_run']} | {r['before']:.2f} | {after} | {r['dice']:.4f} |")
-    ratio = full_r["search_seconds"] / lth_r["search_seconds"]
-    print(f"\nspeed-up full / LTH: {ratio:.2f}x")
-    print(f"genotype agreement LTH vs full: {agreement(full_r['genotype'], lth_r['genotype']).jaccard:.2f}; "
-          f"control vs full: {agreement(full_r['genotype'], ctl_r['genotype']).jaccard:.2f}")
-    summary = {"seed": args.seed, "speedup": ratio}
-    for other in ("full", "control"):
-        d = (lth_r["per_patient"] - results[other]["per_patient"]).dropna()
-        p = float(wilcoxon(d, zero_method="zsplit").pvalue) if np.any(d != 0) else 1.0
-        print(f"LTH - {other}: mean paired Dice difference {d.mean():+.4f} (median {d.median():+.4f}), "
-              f"n={len(d)}, Wilcoxon p={p:.3f}")
-        summary[f"lth_minus_{other}"] = float(d.mean())
-    for k, v in results.items():
-        summary[k] = {
-            "search_seconds": v["search_seconds"], "epochs_run": v["epochs_run"], "dice": v["dice"],
-            "epoch_seconds_before": v["before"], "epoch_seconds_after": v["after"], "genotype": str(v["genotype"]),
-            "per_patient_dice": {str(p): float(d) for p, d in v["per_patient"].items()},
-        }
-    summary.update({"threads": torch.get_num_threads(), "total_seconds": time.perf_counter() - t0})
-    (args.out / f"summary-seed{args.seed}.json").write_text(json.dumps(summary, indent=1))
+    # Dice per arm (mean over seeds for the per-seed arms).
+    patients = sorted(by["baseline"]["patient_dice"]) if "baseline" in by else []
+    dice_rows = []
+    for key, r in by.items():
+        if "test_dice" in r:
+            dice_rows.append((key, r["test_dice"], r.get("seconds", float("nan"))))
+    lines += ["## Test Dice (patient-mean foreground, " + f"{len(patients)} test patients)", "",
+              "| arm | test Dice | retraining s |", "|---|---:|---:|"]
+    lines += [f"| {k} | {d:.4f} | {s:.0f} |" for k, d, s in dice_rows]
+    out["dice"] = {k: d for k, d, _ in dice_rows}
+
+    # Statistics: per-patient values averaged over the seeds (the seed-mean analysis).
+    def seed_mean(arm: str):
+        vals = [_patients(by[f"{arm}@{s}"], patients) for s in seeds if f"{arm}@{s}" in by]
+        return np.mean(vals, axis=0) if vals else None
+
+    full_cell = seed_mean("full-cell")
+    tests = []
+    if full_cell is not None:
+        for c in criteria:
+            lth_cell = seed_mean(f"lth-{c}-cell")
+            if lth_cell is not None:
+                tests.append({"comparison": f"non-inferiority: lth-{c} - full (margin {100 * args.ni_margin:g} points)",
+                              "family": "noninferiority", **_paired(lth_cell - full_cell, args.ni_margin, "noninferior")})
+        controls = {"continued": _patients(by["continued"], patients) if "continued" in by else None,
+                    "random (pooled)": np.mean([_patients(by[k], patients) for k in randoms], axis=0) if randoms else None}
+        controls.update({f"control-{c}": seed_mean(f"control-{c}") for c in criteria})
+        controls.update({k: _patients(by[k], patients) for k in randoms})
+        sup = [{"comparison": f"superiority: full - {name} (by {100 * args.superiority_margin:g} points)",
+                "family": "superiority", **_paired(full_cell - other, args.superiority_margin, "superior")}
+               for name, other in controls.items() if other is not None]
+        if sup:
+            reject, p_adj = holm([t["p"] for t in sup])
+            for t, r, p in zip(sup, reject, p_adj):
+                t.update({"p_holm": float(p), "reject_holm": bool(r)})
+        tests += sup
+    out["tests"] = tests
+    lines += ["", "## Statistics (per-patient Dice averaged over the seeds; `iac.stats`)", "",
+              "| comparison | n | mean (points) | HL estimate [90 % CI] (points) | p (one-sided) | p Holm |", "|---|---:|---:|---|---:|---:|"]
+    for t in tests:
+        ph = f"{t['p_holm']:.4f}" if "p_holm" in t else "-"
+        lines.append(f"| {t['comparison']} | {t['n']} | {t['mean_points']:+.2f} | {t['hl_points']:+.2f} "
+                     f"[{t['ci_low_points']:+.2f}, {t['ci_high_points']:+.2f}] | {t['p']:.4f} | {ph} |")
+
+    # Agreement with its yardsticks.
+    def geno(row: dict[str, Any]) -> Genotype:
+        return Genotype.from_dict(row["genotype"])
+
+    agree = []
+    for seed in seeds:
+        ref = geno(by[f"full@{seed}"])
+        others = [(f"lth-{c}", by.get(f"lth-{c}@{seed}")) for c in criteria]
+        others += [(f"control-{c}", by.get(f"control-{c}@{seed}")) for c in criteria]
+        others += [(k, by[k]) for k in randoms]
+        others += [(f"full seed {s}", by[f"full@{s}"]) for s in seeds if s > seed]
+        for name, row in others:
+            if row is not None and row.get("genotype"):
+                a = agreement(ref, geno(row))
+                agree.append({"reference_seed": seed, "other": name, "shared": a.shared, "total": a.total,
+                              "edges_shared": a.edges_shared, "ops_shared": a.ops_shared})
+    out["agreement"] = agree
+    if seeds:
+        chance = random_agreement(geno(by[f"full@{seeds[0]}"]).space)
+        out["random_pairs"] = chance
+        ff = [a["shared"] for a in agree if a["other"].startswith("full seed")]
+        out["full_vs_full_shared_mean"] = float(np.mean(ff)) if ff else None
+        lines += ["", "## Agreement with each full search (shared choices)", "",
+                  "| full seed | other | shared | edges shared | of them same operation |", "|---|---|---:|---:|---:|"]
+        lines += [f"| {a['reference_seed']} | {a['other']} | {a['shared']}/{a['total']} | {a['edges_shared']} | {a['ops_shared']} |"
+                  for a in agree]
+        lines += ["", f"Random pairs ({int(chance['draws'])} draws): mean {chance['shared_mean']:.2f} shared choices, "
+                  f"95th percentile {chance['shared_p95']:.0f}, 99th {chance['shared_p99']:.0f}."
+                  + (f" Full vs full, pooled over the seed pairs: mean {out['full_vs_full_shared_mean']:.2f}." if ff else "")]
+
+    folder = results_dir(args.cohort)
+    (folder / "summary.json").write_text(json.dumps(out, indent=1))
+    (folder / "tables.md").write_text("\n".join(lines) + "\n")
+    if speed:
+        figure(by, seeds, criteria, patients, args.ni_margin).savefig(folder / "lth_speedup.png", dpi=120)
+    print("\n".join(lines))
+
+
+def figure(by: dict[str, dict], seeds: list[int], criteria: list[str], patients: list[str], margin: float):
+    """Cumulative search time per seed, and the paired per-patient Dice differences."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, seed in enumerate(seeds):
+        full = by[f"full@{seed}"]
+        ax1.plot(range(1, len(full["cum_seconds"]) + 1), np.array(full["cum_seconds"]) / 60, color=colors[0],
+                 alpha=0.5 + 0.5 * (i == 0), label="full search" if i == 0 else None)
+        for j, c in enumerate(criteria):
+            lth = by.get(f"lth-{c}@{seed}")
+            if lth:
+                ax1.plot(range(1, len(lth["cum_seconds"]) + 1), np.array(lth["cum_seconds"]) / 60,
+                         color=colors[1 + j], label=f"IAC-LTH ({c})" if i == 0 else None)
+    ax1.set_xlabel("search epoch")
+    ax1.set_ylabel("cumulative search time (min)")
+    ax1.set_title("search time, one line per seed")
+    ax1.legend()
+    diffs, names = [], []
+    for arm in [f"lth-{c}-cell" for c in criteria] + [f"control-{c}" for c in criteria]:
+        for seed in seeds:
+            if f"{arm}@{seed}" in by and f"full-cell@{seed}" in by:
+                diffs.append(100 * (_patients(by[f"{arm}@{seed}"], patients) - _patients(by[f"full-cell@{seed}"], patients)))
+                names.append(f"{arm.replace('-cell', '')}\nseed {seed}")
+    for k in sorted(k for k in by if k.startswith("random-") or k == "continued"):
+        for seed in seeds:
+            if f"full-cell@{seed}" in by:
+                diffs.append(100 * (_patients(by[k], patients) - _patients(by[f"full-cell@{seed}"], patients)))
+                names.append(f"{k}\nseed {seed}")
+    if diffs:
+        ax2.boxplot(diffs, showfliers=False)
+        for x, d in enumerate(diffs, start=1):
+            ax2.scatter(np.full(d.size, x) + np.random.default_rng(x).uniform(-0.15, 0.15, d.size), d, s=6, alpha=0.5)
+        ax2.set_xticks(range(1, len(names) + 1), names, rotation=90, fontsize=7)
+    ax2.axhline(0, color="gray", lw=0.8)
+    ax2.axhline(-100 * margin, color="red", lw=0.8, ls="--", label=f"non-inferiority margin (-{100 * margin:g})")
+    ax2.set_ylabel("per-patient Dice minus the full-search cell (points)")
+    ax2.set_title("paired differences against the full-search cell")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _design_field(item: str) -> tuple[str, Any]:
+    """``FIELD=VALUE`` of ``--design``, the value converted to the field's type."""
+    name, _, value = item.partition("=")
+    fields = {f.name: f for f in dataclasses.fields(Design)}
+    if name not in fields or not value:
+        raise SystemExit(f"--design {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
+    default = getattr(Design(), name)
+    return name, (None if value == "none" else type(default)(value) if default is not None else int(value))
+
+
+def main() -> None:
+    global RESULTS, DESIGN  # --results and --design replace the module's defaults for this process
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="the arms of one search seed")
+    p.add_argument("--cohort", choices=sorted(COHORT_SEEDS), default="confirm")
+    p.add_argument("--seed", type=int, default=0, help="search seed")
+    p.add_argument("--arms", default="shared,full,lth,retrain",
+                   help="which parts to run: shared (continued control, random cells), full, lth, retrain")
+    p.add_argument("--criteria", default="js,sequential", help="IAC-LTH criteria, each a timed arm")
+    p.add_argument("--random", type=int, default=3, help="random genotypes retrained (shared by the seeds)")
+    p.add_argument("--epochs", type=int, default=200, help="full-search budget (the paper's 200)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--work", type=Path, default=WORK, help="MLflow store, prepared cohort and checkpoints")
+    p.add_argument("--design", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a field of the frozen design (trial runs only; every row records its design)")
+    p.add_argument("--results", type=Path, default=Path("benchmarks/results/lth_speedup_v2"), help="folder of the results (one subfolder per cohort)")
+    s = sub.add_parser("summary", help="tables, statistics and the figure of a cohort")
+    s.add_argument("--cohort", choices=sorted(COHORT_SEEDS), default="confirm")
+    s.add_argument("--results", type=Path, default=Path("benchmarks/results/lth_speedup_v2"), help="folder of the results (one subfolder per cohort)")
+    s.add_argument("--ni-margin", type=float, default=0.01, help="non-inferiority margin (Dice, 0.01 = 1 point)")
+    s.add_argument("--superiority-margin", type=float, default=0.01,
+                   help="how much the full-search cell must beat its controls by (Dice)")
+    args = parser.parse_args()
+    RESULTS = args.results
+    if args.command == "run" and args.design:
+        DESIGN = replace(DESIGN, **dict(_design_field(item) for item in args.design))
+    if args.command == "run":
+        run(args)
+    else:
+        summarize(args)
 
 
 if __name__ == "__main__":
