@@ -1,0 +1,122 @@
+"""The headline benchmark's summary, on finished arms written by hand.
+
+``benchmarks/lth_speedup.py summary`` turns the arm lines of a cohort into the
+speed, statistics and agreement tables; here three seeds of made-up arms with
+known differences go in, and the figures that come out are checked against
+``iac.stats`` and ``iac.nas.agreement`` called directly.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from iac.config import SearchConfig
+from iac.nas.agreement import agreement
+from iac.nas.genotype import SearchSpace, random_genotype
+from iac.stats.tests import noninferiority_test
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("lth_speedup_bench", ROOT / "benchmarks" / "lth_speedup.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _rows():
+    rng = np.random.default_rng(0)
+    space = SearchSpace.from_config(SearchConfig(cell_channels=8))
+    patients = [f"patient{i:03d}" for i in range(1, 31)]
+    base = rng.uniform(0.7, 0.9, len(patients))
+
+    def dice(shift, spread=0.01):
+        return {p: float(v) for p, v in zip(patients, base + shift + rng.normal(0, spread, len(patients)))}
+
+    design = {"patients": 60}
+    rows = [{"arm": "baseline", "seed": None, "patient_dice": dice(0.0), "test_dice": 0.8, "design": design},
+            {"arm": "continued", "seed": None, "patient_dice": dice(0.0), "test_dice": 0.8, "design": design}]
+    for k in range(3):
+        rows.append({"arm": f"random-{k}", "seed": None, "kind": "random", "patient_dice": dice(-0.02),
+                     "test_dice": 0.78, "genotype": random_genotype(space, rng).to_dict(), "design": design})
+    fulls = {}
+    for seed in range(3):
+        g = random_genotype(space, rng)
+        fulls[seed] = g
+        cum = list(np.cumsum(np.full(200, 10.0)))
+        rows.append({"arm": "full", "seed": seed, "kind": "search", "search_seconds": cum[-1], "epochs_run": 200,
+                     "genotype": g.to_dict(), "cum_seconds": cum, "epoch_seconds": [10.0] * 200,
+                     "mean_epoch_seconds_before": 10.0, "mean_epoch_seconds_after": None, "design": design})
+        # LTH: stops after 50 epochs, pruned epochs at 5 s after epoch 20: 20 * 10 + 30 * 5 = 350 s
+        lth_cum = list(np.cumsum([10.0] * 20 + [5.0] * 30))
+        rows.append({"arm": "lth-js", "seed": seed, "kind": "search", "search_seconds": lth_cum[-1], "epochs_run": 50,
+                     "genotype": g.to_dict(), "cum_seconds": lth_cum, "mean_epoch_seconds_before": 10.0,
+                     "mean_epoch_seconds_after": 5.0, "first_pruning_epoch": 20, "design": design})
+        rows.append({"arm": "control-js", "seed": seed, "kind": "control-truncated", "genotype": g.to_dict(),
+                     "patient_dice": dice(0.03), "test_dice": 0.83, "design": design})
+        rows.append({"arm": "full-cell", "seed": seed, "kind": "cell", "patient_dice": dice(0.03), "test_dice": 0.83,
+                     "design": design})
+        rows.append({"arm": "lth-js-cell", "seed": seed, "kind": "cell", "patient_dice": dice(0.03),
+                     "test_dice": 0.83, "design": design})
+    return rows, fulls, patients
+
+
+def test_summary_figures_match_the_library(bench, tmp_path):
+    rows, fulls, patients = _rows()
+    folder = tmp_path / "confirm"
+    folder.mkdir()
+    (folder / "arms.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    bench.RESULTS = tmp_path
+    bench.summarize(Namespace(cohort="confirm", ni_margin=0.01, superiority_margin=0.01))
+    out = json.loads((folder / "summary.json").read_text())
+
+    # speed: 2000 s against 350 s on every seed; pruning saved 500 - 350 of the 1650 s
+    assert out["speedup_geomean"]["js"] == pytest.approx(2000 / 350)
+    assert all(r["pruning_share"] == pytest.approx(150 / 1650) for r in out["speed"])
+
+    # non-inferiority: the seed-mean per-patient differences through iac.stats
+    by = {(r["arm"], r["seed"]): r for r in rows}
+
+    def seed_mean(arm):
+        return np.mean([[by[(arm, s)]["patient_dice"][p] for p in patients] for s in range(3)], axis=0)
+
+    d = seed_mean("lth-js-cell") - seed_mean("full-cell")
+    ni = next(t for t in out["tests"] if t["family"] == "noninferiority")
+    assert ni["p"] == pytest.approx(noninferiority_test(d, 0.01).pvalue)
+    assert ni["ci_low_points"] <= ni["hl_points"] <= ni["ci_high_points"]
+    # the full cell is 3 points above the continued control: superior by more than 1 point, after Holm
+    sup = {t["comparison"]: t for t in out["tests"] if t["family"] == "superiority"}
+    assert sup["superiority: full - continued (by 1 points)"]["reject_holm"]
+    assert sup["superiority: full - random (pooled) (by 1 points)"]["reject_holm"]
+    assert not sup["superiority: full - control-js (by 1 points)"]["reject_holm"]  # same cell quality
+
+    # agreement: LTH equals its full search; full vs full matches iac.nas.agreement
+    lth = [a for a in out["agreement"] if a["other"] == "lth-js"]
+    assert all(a["shared"] == a["total"] == 8 for a in lth)
+    ff = [a["shared"] for a in out["agreement"] if a["other"].startswith("full seed")]
+    expected = [agreement(fulls[a], fulls[b]).shared for a, b in ((0, 1), (0, 2), (1, 2))]
+    assert sorted(ff) == sorted(expected)
+    assert out["full_vs_full_shared_mean"] == pytest.approx(np.mean(expected))
+    assert math.isfinite(out["random_pairs"]["shared_p99"])
+    assert (folder / "tables.md").is_file() and (folder / "lth_speedup.png").stat().st_size > 0
+
+
+def test_a_summary_refuses_mixed_designs(bench, tmp_path):
+    rows, _, _ = _rows()
+    rows[0]["design"] = {"patients": 20}
+    (tmp_path / "confirm").mkdir()
+    (tmp_path / "confirm" / "arms.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    bench.RESULTS = tmp_path
+    with pytest.raises(SystemExit, match="mixes 2 designs"):
+        bench.summarize(Namespace(cohort="confirm", ni_margin=0.01, superiority_margin=0.01))
