@@ -124,6 +124,11 @@ def table(path: Path) -> None:
               f"| {r['test_dice_fg']:.3f} | {r['dice_RV']:.3f} | {r['dice_myocardium']:.3f} | {r['dice_LV']:.3f} | {r['seconds']:.0f} |")
 
 
+def ckpt_dir(out: Path, name: str) -> Path:
+    """Checkpoint folder of one arm (its name carries the extra-epoch settings)."""
+    return out / ("ckpt-" + name.replace("/", "_"))
+
+
 def extend_test(args: argparse.Namespace, tag: str) -> None:
     """Evaluate every finished arm of ``tag`` on unseen patients of the same cohort seed.
 
@@ -150,9 +155,16 @@ def extend_test(args: argparse.Namespace, tag: str) -> None:
     )
     data = PreparedDataset(prep.root)
     space = SearchSpace.from_config(SearchConfig())
+    # Arms trained before checkpoints were named with their settings share ``ckpt-<arm>``: that
+    # folder holds the weights of the last such arm to finish, and only that arm can use it.
+    last_of = {row["arm"].split("/")[0]: row["arm"] for row in rows}
     for row in rows:
         arm = row["arm"]
-        ckpt = out / "baseline_state.pt" if arm in ("baseline", "baseline-again") else out / f"ckpt-{arm.split('/')[0]}" / "best.pt"
+        ckpt = ckpt_dir(out, arm) / "best.pt"
+        if arm in ("baseline", "baseline-again"):
+            ckpt = out / "baseline_state.pt"
+        elif not ckpt.is_file() and last_of[arm.split("/")[0]] == arm:
+            ckpt = out / f"ckpt-{arm.split('/')[0]}" / "best.pt"
         if arm in done or arm == "ablate-skips" or not ckpt.is_file():
             continue
         state = torch.load(ckpt, weights_only=True)
@@ -263,7 +275,7 @@ def main() -> None:
             torch.manual_seed(args.seed)
             widths = WIDE if arm == "wide" else SMALL
             net = create_backbone("unet", data.in_channels, data.num_classes, features=widths)
-            res = train_network(base_cfg, net, data, Tracker(), out / f"ckpt-{arm}", progress=False)
+            res = train_network(base_cfg, net, data, Tracker(), ckpt_dir(out, name), progress=False)
             if arm != "wide":
                 torch.save(res.state, base_ckpt)
             row = {"epochs": args.epochs, "widths": list(widths), **plateau(res.history)}
@@ -282,7 +294,7 @@ def main() -> None:
             if args.freeze_backbone and cell is not None:
                 for pname, param in net.named_parameters():
                     param.requires_grad_(".cell." in pname or ".proj." in pname)
-            res = train_network(extra_cfg, net, data, Tracker(), out / f"ckpt-{arm}", progress=False)
+            res = train_network(extra_cfg, net, data, Tracker(), ckpt_dir(out, name), progress=False)
             row = {"epochs": args.extra_epochs, "cell": cell, **plateau(res.history)}
         row.update(evaluate(res.net, data))
         row.update({"seconds": time.perf_counter() - start, "parameters": res.n_parameters,
