@@ -86,7 +86,8 @@ class Design:
 
 
 DESIGN = Design()
-# Stop-rule settings per criterion; replaced by the calibration's choice (docs/benchmarks.md).
+# Stop-rule settings per criterion: the defaults on the calibration cohort; on the confirmatory
+# cohort the choice written by `calibrate` (calibrate/calibration.json) replaces them.
 CRITERIA: dict[str, dict[str, Any]] = {
     "js": {"criterion": "js"},
     "sequential": {"criterion": "sequential"},
@@ -287,6 +288,14 @@ def run(args: argparse.Namespace) -> None:
     from iac.config import SearchConfig
     from iac.nas.genotype import Genotype, SearchSpace, random_genotype
 
+    if args.cohort == "confirm":
+        calib = results_dir("calibrate") / "calibration.json"
+        if not calib.is_file():
+            raise SystemExit(f"the confirmatory cohort runs with the calibrated stop rule; {calib} is missing "
+                             "(run the calibration cohort's full search and `calibrate` first)")
+        chosen = json.loads(calib.read_text())["chosen"]
+        for criterion, settings in chosen.items():
+            CRITERIA[criterion] = {"criterion": criterion, **settings}
     bench = Bench(args.cohort, args.threads, args.device, args.work, args.epochs)
     wanted = args.arms.split(",")
     criteria = [c for c in args.criteria.split(",") if c]
@@ -324,6 +333,112 @@ def run(args: argparse.Namespace) -> None:
             bench.retrain(f"control-{criterion}", args.seed, str(path), {
                 "kind": "control-truncated", "genotype": g.to_dict(), "epochs_run": stop,
                 "search_seconds": full["cum_seconds"][stop - 1]})
+
+
+# -- calibration -------------------------------------------------------------------------------------
+
+# The grids replayed on the calibration cohort's full search, per criterion.
+JS_TAUS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
+JS_PATIENCES = (1, 2, 3)
+SEQ_ERRORS = (0.05, 0.1, 0.2, 0.3)
+SEQ_EFFECTS = (40.0, 80.0, 160.0)
+# The rule, fixed before any confirmatory run (docs/benchmarks.md, "Headline benchmark v2"):
+# the earliest-stopping setting whose replayed genotype shares at least AGREE_MIN of the full
+# search's final choices; if none does, the most shared choices, then the earliest stop.
+AGREE_MIN = 7
+PAPER_DEFAULTS = {"js": {"tau": 1e-4, "patience": 2}, "sequential": {"seq_error": 0.2, "seq_effect": 80.0}}
+
+
+def choose(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The calibration rule over one criterion's replayed settings (see :data:`AGREE_MIN`).
+
+    Ties (same stop epoch and agreement) go to the paper's default when it is among them,
+    otherwise to the first setting of the grid.
+    """
+    if not rows:
+        raise ValueError("no replayed settings to choose from")
+    passing = [r for r in rows if r["shared"] >= AGREE_MIN]
+    pool = passing or [r for r in rows if r["shared"] == max(x["shared"] for x in rows)]
+    best = min(r["epochs_run"] for r in pool)
+    tied = [r for r in pool if r["epochs_run"] == best]
+    default = [r for r in tied if all(r["settings"].get(k) == v for k, v in PAPER_DEFAULTS[r["criterion"]].items())]
+    return (default or tied)[0]
+
+
+def calibrate(args: argparse.Namespace) -> None:
+    """Replay each criterion's grid on the calibration full search; choose by the rule; write the curve."""
+    import mlflow
+
+    from iac.config import StabilityConfig
+    from iac.nas.agreement import agreement
+    from iac.nas.replay import ReplayDiverged, replay
+    from iac.nas.trajectory import final_genotype, load_trajectory
+
+    rows = {arm_key(r): r for r in read_arms("calibrate")}
+    full = rows.get(f"full@{args.seed}")
+    if full is None:
+        raise SystemExit(f"no finished full search of seed {args.seed} on the calibration cohort; run "
+                         f"`python benchmarks/lth_speedup.py run --cohort calibrate --seed {args.seed} --arms full` first")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{(args.work / 'calibrate' / 'mlflow.db').resolve()}"
+    traj = load_trajectory(mlflow.artifacts.download_artifacts(run_id=full["run_id"], artifact_path="trajectory.json"))
+    reference = final_genotype(traj)
+    total = len(traj["epochs"])
+    grid = [("js", {"tau": t, "patience": p}) for t in JS_TAUS for p in JS_PATIENCES]
+    grid += [("sequential", {"seq_error": e, "seq_effect": f}) for e in SEQ_ERRORS for f in SEQ_EFFECTS]
+    out = []
+    for criterion, settings in grid:
+        cfg = StabilityConfig(criterion=criterion, **settings)
+        try:
+            res = replay(traj, cfg=cfg)
+        except ReplayDiverged:
+            continue
+        run = res.stop_epoch + 1 if res.stopped else total
+        a = agreement(reference, res.genotype)
+        out.append({"criterion": criterion, "settings": settings, "stopped": res.stopped, "epochs_run": run,
+                    "epoch_ratio": total / run, "shared": a.shared, "total": a.total,
+                    "genotype": res.genotype.to_dict()})
+    chosen = {c: choose([r for r in out if r["criterion"] == c]) for c in PAPER_DEFAULTS}
+    # The default criterion: the one whose chosen setting stops earlier (the paper's JS on a tie).
+    default = min(chosen, key=lambda c: (chosen[c]["epochs_run"], c != "js"))
+    result = {"seed": args.seed, "full_run_id": full["run_id"], "epochs_total": total, "agree_min": AGREE_MIN,
+              "grid": out, "chosen": {c: r["settings"] for c, r in chosen.items()}, "default_criterion": default}
+    folder = results_dir("calibrate")
+    (folder / "calibration.json").write_text(json.dumps(result, indent=1))
+    lines = ["| criterion | settings | stops | epochs run | epoch ratio | shared with the full search | chosen |",
+             "|---|---|---|---:|---:|---:|---|"]
+    for r in out:
+        mark = "**yes**" if r is chosen[r["criterion"]] else ""
+        lines.append(f"| {r['criterion']} | {', '.join(f'{k}={v:g}' for k, v in r['settings'].items())} | "
+                     f"{'yes' if r['stopped'] else 'no'} | {r['epochs_run']} | {r['epoch_ratio']:.2f} | "
+                     f"{r['shared']}/{r['total']} | {mark} |")
+    lines.append(f"\nDefault criterion: {default}.")
+    (folder / "calibration.md").write_text("\n".join(lines) + "\n")
+    _tradeoff_figure(out, chosen).savefig(folder / "calibration.png", dpi=120)
+    print("\n".join(lines))
+
+
+def _tradeoff_figure(rows: list[dict[str, Any]], chosen: dict[str, dict[str, Any]]):
+    """Epoch saving against agreement with the full search, one point per replayed setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for marker, criterion in zip("os", PAPER_DEFAULTS):
+        pts = [r for r in rows if r["criterion"] == criterion]
+        ax.scatter([r["epoch_ratio"] for r in pts], [r["shared"] for r in pts], marker=marker, alpha=0.6,
+                   label=criterion)
+        c = chosen.get(criterion)
+        if c:
+            ax.scatter([c["epoch_ratio"]], [c["shared"]], marker=marker, s=160, facecolors="none", edgecolors="k")
+    ax.axhline(AGREE_MIN, color="gray", ls="--", lw=0.8, label=f"rule: at least {AGREE_MIN} shared")
+    ax.set_xlabel("epoch saving (200 / epochs run), replayed")
+    ax.set_ylabel("choices shared with the full search's final cell")
+    ax.set_title("calibration cohort: speed against agreement")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 # -- summary -----------------------------------------------------------------------------------------
@@ -565,6 +680,10 @@ def main() -> None:
     p.add_argument("--design", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a field of the frozen design (trial runs only; every row records its design)")
     p.add_argument("--results", type=Path, default=Path("benchmarks/results/lth_speedup_v2"), help="folder of the results (one subfolder per cohort)")
+    c = sub.add_parser("calibrate", help="replay the criteria's grids on the calibration full search and choose")
+    c.add_argument("--seed", type=int, default=0, help="search seed of the calibration full search")
+    c.add_argument("--work", type=Path, default=WORK)
+    c.add_argument("--results", type=Path, default=Path("benchmarks/results/lth_speedup_v2"))
     s = sub.add_parser("summary", help="tables, statistics and the figure of a cohort")
     s.add_argument("--cohort", choices=sorted(COHORT_SEEDS), default="confirm")
     s.add_argument("--results", type=Path, default=Path("benchmarks/results/lth_speedup_v2"), help="folder of the results (one subfolder per cohort)")
@@ -577,6 +696,8 @@ def main() -> None:
         DESIGN = replace(DESIGN, **dict(_design_field(item) for item in args.design))
     if args.command == "run":
         run(args)
+    elif args.command == "calibrate":
+        calibrate(args)
     else:
         summarize(args)
 

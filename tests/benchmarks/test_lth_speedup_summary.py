@@ -120,3 +120,22 @@ def test_a_summary_refuses_mixed_designs(bench, tmp_path):
     bench.RESULTS = tmp_path
     with pytest.raises(SystemExit, match="mixes 2 designs"):
         bench.summarize(Namespace(cohort="confirm", ni_margin=0.01, superiority_margin=0.01))
+
+
+def _replayed(criterion, settings, epochs_run, shared):
+    return {"criterion": criterion, "settings": settings, "epochs_run": epochs_run, "shared": shared, "total": 8}
+
+
+def test_the_calibration_rule_takes_the_earliest_stop_that_agrees(bench):
+    rows = [_replayed("js", {"tau": 1e-3, "patience": 1}, 20, 4),   # fastest, but disagrees
+            _replayed("js", {"tau": 3e-4, "patience": 1}, 50, 7),   # earliest of those sharing >= 7
+            _replayed("js", {"tau": 1e-4, "patience": 2}, 80, 8)]
+    assert bench.choose(rows)["settings"] == {"tau": 3e-4, "patience": 1}
+    # ties go to the paper's default
+    rows.append(_replayed("js", {"tau": 1e-4, "patience": 2}, 50, 7))
+    assert bench.choose(rows)["settings"] == {"tau": 1e-4, "patience": 2}
+    # nothing agrees enough: the most shared choices, then the earliest stop
+    low = [_replayed("sequential", {"seq_error": 0.3, "seq_effect": 40.0}, 30, 5),
+           _replayed("sequential", {"seq_error": 0.1, "seq_effect": 80.0}, 90, 6),
+           _replayed("sequential", {"seq_error": 0.2, "seq_effect": 80.0}, 120, 6)]
+    assert bench.choose(low)["settings"] == {"seq_error": 0.1, "seq_effect": 80.0}
