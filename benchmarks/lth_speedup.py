@@ -176,7 +176,8 @@ class Bench:
         from iac.config import TrainConfig
 
         d = DESIGN
-        cfg = TrainConfig(data=self.data, epochs=d.baseline_epochs, lr=d.baseline_lr, seed=0, device=self.device)
+        cfg = TrainConfig(data=self.data, epochs=d.baseline_epochs, lr=d.baseline_lr, seed=0, device=self.device,
+                          max_slices_per_epoch=d.max_slices_per_epoch)
         start = time.perf_counter()
         out = run_retrain(cfg, {"bench_arm": "baseline"},
                           resume_run=self.unfinished_run("retrain", "baseline", None))
@@ -197,7 +198,7 @@ class Bench:
         base = self.baseline()
         kwargs = {"skip": "iac", "genotype": genotype} if genotype else {}
         cfg = TrainConfig(data=self.data, epochs=d.retrain_epochs, lr=d.retrain_lr, seed=0, device=self.device,
-                          pretrained=base["model_uri"], **kwargs)
+                          pretrained=base["model_uri"], max_slices_per_epoch=d.max_slices_per_epoch, **kwargs)
         tags = {"bench_arm": arm, **({"bench_seed": str(seed)} if seed is not None else {})}
         start = time.perf_counter()
         out = run_retrain(cfg, tags, resume_run=self.unfinished_run("retrain", arm, seed))
