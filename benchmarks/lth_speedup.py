@@ -233,7 +233,6 @@ class Bench:
             return self.done[f"{arm}@{seed}"]
         import mlflow
 
-        from iac import registry
         from iac.commands.search import run_search_step
         from iac.config import SearchConfig, StabilityConfig
 
@@ -248,10 +247,9 @@ class Bench:
         metrics = mlflow.get_run(out["run_id"]).data.metrics
         traj = json.loads(Path(mlflow.artifacts.download_artifacts(
             run_id=out["run_id"], artifact_path="trajectory.json")).read_text())
-        genotype = registry.resolve(out["cell_uri"]).tags["genotype_json"]
         row = {
             "arm": arm, "seed": seed, "kind": "search", "run_id": out["run_id"], "cell_uri": out["cell_uri"],
-            "search_seconds": out["search_seconds"], "epochs_run": out["epochs_run"], "genotype": json.loads(genotype),
+            "search_seconds": out["search_seconds"], "epochs_run": out["epochs_run"], "genotype": traj["final_genotype"],
             "stability": asdict(stab) if stab else None,
             "epoch_seconds": [e["epoch_seconds"] for e in traj["epochs"]],
             "cum_seconds": [e["cum_seconds"] for e in traj["epochs"]],

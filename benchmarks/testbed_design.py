@@ -171,8 +171,7 @@ def extend_test(args: argparse.Namespace, tag: str) -> None:
         state = state.get("model", state)
         kwargs = {}
         if row.get("cell"):
-            g = Genotype(space=space, cells=tuple(CellGenotype(tuple(tuple((op, i) for op, i in node) for node in cell))
-                                                  for cell in row["cell"]))
+            g = cell_genotype(arm.split("/")[0][len("cell-"):], space)
             kwargs = {"skip": "iac", "skip_kwargs": {"genotype": g.to_dict()}}
         net = create_backbone("unet", data.in_channels, data.num_classes,
                               features=WIDE if arm == "wide" else SMALL, **kwargs)
