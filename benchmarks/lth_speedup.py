@@ -79,7 +79,8 @@ class Design:
     baseline_epochs: int = 150  # to a plateau (< 0.5 point gained over the last fifth)
     baseline_lr: float = 3e-3
     retrain_epochs: int = 30  # every cell and the continued control, from the baseline's weights
-    retrain_lr: float = 3e-3
+    retrain_lr: float = 1e-3  # a third of the baseline's: the converged backbone is fine-tuned, not retrained
+    retrain_seeds: int = 3  # training seeds 0..k-1 per cell; a cell's per-patient Dice is their mean
     cell_channels: int = 8  # the search space's cell width, shrunk for CPUs
     max_slices_per_epoch: int | None = 160  # caps the epoch (and the search's halves) to fit 2 CPU cores
     check_every: int = 10  # architecture steps between two stability checks
@@ -105,7 +106,37 @@ def read_arms(cohort: str) -> list[dict[str, Any]]:
 
 
 def arm_key(row: dict[str, Any]) -> str:
-    return f"{row['arm']}@{row['seed']}" if row.get("seed") is not None else row["arm"]
+    """``arm``, ``arm@seed`` for per-seed arms, ``.../t<k>`` for a retraining with training seed k > 0."""
+    key = f"{row['arm']}@{row['seed']}" if row.get("seed") is not None else row["arm"]
+    return key + (f"/t{row['train_seed']}" if row.get("train_seed") else "")
+
+
+def merge_train_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per arm: a cell retrained with several training seeds becomes their mean.
+
+    The merged row's ``patient_dice`` is the per-patient mean over the
+    training seeds (the cell's score in every statistic), ``test_dice`` its
+    patient mean, and ``train_seed_dice`` the test Dice of each retraining.
+    """
+    import numpy as np
+
+    groups: dict[tuple[str, Any], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["arm"], r.get("seed")), []).append(r)
+    merged = []
+    for rs in groups.values():
+        rs = sorted(rs, key=lambda r: r.get("train_seed") or 0)
+        row = {k: v for k, v in rs[0].items() if k != "train_seed"}
+        if "patient_dice" in row:
+            patients = sorted(row["patient_dice"])
+            mean = np.mean([[r["patient_dice"][p] for p in patients] for r in rs], axis=0)
+            row["patient_dice"] = {p: float(v) for p, v in zip(patients, mean)}
+            row["test_dice"] = float(mean.mean())
+            row["train_seed_dice"] = [r["test_dice"] for r in rs]
+            row["train_seeds"] = [r.get("train_seed") or 0 for r in rs]
+            row["seconds"] = float(np.mean([r.get("seconds", float("nan")) for r in rs]))
+        merged.append(row)
+    return merged
 
 
 class Bench:
@@ -155,13 +186,15 @@ class Bench:
         ), flush=True)
         return row
 
-    def unfinished_run(self, step: str, arm: str, seed: int | None) -> str | None:
+    def unfinished_run(self, step: str, arm: str, seed: int | None, train_seed: int | None = None) -> str | None:
         """The newest unfinished MLflow run of this arm (to resume from its checkpoint), if any."""
         import mlflow
 
         filt = f"tags.step = '{step}' and tags.bench_arm = '{arm}' and attributes.status != 'FINISHED'"
         if seed is not None:
             filt += f" and tags.bench_seed = '{seed}'"
+        if train_seed is not None:
+            filt += f" and tags.bench_train_seed = '{train_seed}'"
         runs = mlflow.search_runs(search_all_experiments=True, filter_string=filt,
                                   order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
         return runs[0].info.run_id if runs else None
@@ -186,26 +219,36 @@ class Bench:
         row.update(self.evaluate(out["model_uri"]))
         return self.record(row)
 
-    def retrain(self, arm: str, seed: int | None, genotype: str | None, extra: dict[str, Any]) -> dict[str, Any]:
-        """Retrain the baseline with ``genotype`` (a cell URI or file; None: identity skips) and evaluate it."""
-        key = f"{arm}@{seed}" if seed is not None else arm
-        if key in self.done:
-            return self.done[key]
+    def retrain(self, arm: str, seed: int | None, genotype: str | None, extra: dict[str, Any]) -> list[dict[str, Any]]:
+        """Retrain the baseline with ``genotype`` (a cell URI or file; None: identity skips) and evaluate it.
+
+        One retraining per training seed ``0 .. retrain_seeds - 1`` (same budget,
+        same baseline weights); the summary averages their per-patient Dice.
+        """
         from iac.commands.retrain import run_retrain
         from iac.config import TrainConfig
 
         d = DESIGN
-        base = self.baseline()
-        kwargs = {"skip": "iac", "genotype": genotype} if genotype else {}
-        cfg = TrainConfig(data=self.data, epochs=d.retrain_epochs, lr=d.retrain_lr, seed=0, device=self.device,
-                          pretrained=base["model_uri"], max_slices_per_epoch=d.max_slices_per_epoch, **kwargs)
-        tags = {"bench_arm": arm, **({"bench_seed": str(seed)} if seed is not None else {})}
-        start = time.perf_counter()
-        out = run_retrain(cfg, tags, resume_run=self.unfinished_run("retrain", arm, seed))
-        row = {"arm": arm, "seed": seed, "model_uri": out["model_uri"], "run_id": out["run_id"],
-               "seconds": time.perf_counter() - start, **extra, **_plateau(out["run_id"])}
-        row.update(self.evaluate(out["model_uri"]))
-        return self.record(row)
+        rows = []
+        for train_seed in range(d.retrain_seeds):
+            key = arm_key({"arm": arm, "seed": seed, "train_seed": train_seed})
+            if key in self.done:
+                rows.append(self.done[key])
+                continue
+            base = self.baseline()
+            kwargs = {"skip": "iac", "genotype": genotype} if genotype else {}
+            cfg = TrainConfig(data=self.data, epochs=d.retrain_epochs, lr=d.retrain_lr, seed=train_seed,
+                              device=self.device, pretrained=base["model_uri"],
+                              max_slices_per_epoch=d.max_slices_per_epoch, **kwargs)
+            tags = {"bench_arm": arm, "bench_train_seed": str(train_seed),
+                    **({"bench_seed": str(seed)} if seed is not None else {})}
+            start = time.perf_counter()
+            out = run_retrain(cfg, tags, resume_run=self.unfinished_run("retrain", arm, seed, train_seed))
+            row = {"arm": arm, "seed": seed, "train_seed": train_seed, "model_uri": out["model_uri"],
+                   "run_id": out["run_id"], "seconds": time.perf_counter() - start, **extra, **_plateau(out["run_id"])}
+            row.update(self.evaluate(out["model_uri"]))
+            rows.append(self.record(row))
+        return rows
 
     def evaluate(self, model_uri: str) -> dict[str, Any]:
         """Test-patient Dice of a registered U-Net: patient-mean foreground, per class and per patient."""
@@ -464,8 +507,39 @@ def _paired(d, margin: float, alternative: str) -> dict[str, Any]:
         p = noninferiority_test(d, margin).pvalue
     else:  # superiority by at least margin, H0: pseudo-median(d) <= +margin
         p = signed_rank_test(d - margin, alternative="greater").pvalue
-    return {"n": int(d.size), "mean_points": 100 * float(d.mean()), "hl_points": 100 * hl,
+    return {"n": int(d.size), "mean_points": 100 * float(d.mean()), "sd_points": 100 * float(d.std(ddof=1)),
+            "hl_points": 100 * hl,
             "ci_low_points": 100 * lo, "ci_high_points": 100 * hi, "p": float(p)}
+
+
+def run_to_run_spread(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """How much one retraining moves a cell's score: the arms retrained with several training seeds.
+
+    Pooled SD of an arm's test Dice across its training seeds, and the SD of the
+    per-patient differences (and mean absolute test-Dice difference) between two
+    retrainings of the same arm, over every pair of training seeds.
+    """
+    import itertools
+
+    import numpy as np
+
+    groups: dict[tuple[str, Any], list[dict[str, Any]]] = {}
+    for r in rows:
+        if "patient_dice" in r and "train_seed" in r:
+            groups.setdefault((r["arm"], r.get("seed")), []).append(r)
+    groups = {k: v for k, v in groups.items() if len(v) > 1}
+    if not groups:
+        return {"arms": 0}
+    var, diffs, abs_test = [], [], []
+    for rs in groups.values():
+        var.append(np.var([r["test_dice"] for r in rs], ddof=1))
+        patients = sorted(rs[0]["patient_dice"])
+        for a, b in itertools.combinations(rs, 2):
+            diffs.append(np.array([a["patient_dice"][p] - b["patient_dice"][p] for p in patients]))
+            abs_test.append(abs(a["test_dice"] - b["test_dice"]))
+    return {"arms": len(groups), "sd_test_dice_points": 100 * float(np.sqrt(np.mean(var))),
+            "sd_patient_diff_points": 100 * float(np.sqrt(np.mean([d.var(ddof=1) for d in diffs]))),
+            "mean_abs_test_diff_points": 100 * float(np.mean(abs_test))}
 
 
 def summarize(args: argparse.Namespace) -> None:
@@ -482,6 +556,8 @@ def summarize(args: argparse.Namespace) -> None:
     designs = {json.dumps(r["design"], sort_keys=True) for r in rows}
     if len(designs) > 1:
         raise SystemExit(f"{results_dir(args.cohort) / 'arms.jsonl'} mixes {len(designs)} designs; summarise one design")
+    spread = run_to_run_spread(rows)
+    rows = merge_train_seeds(rows)
     by = {arm_key(r): r for r in rows}
     seeds = sorted({r["seed"] for r in rows if r.get("kind") == "search" and r["arm"] == "full"})
     criteria = sorted({r["arm"][4:] for r in rows if r.get("kind") == "search" and r["arm"].startswith("lth-")})
@@ -528,9 +604,18 @@ def summarize(args: argparse.Namespace) -> None:
         if "test_dice" in r:
             dice_rows.append((key, r["test_dice"], r.get("seconds", float("nan"))))
     lines += ["## Test Dice (patient-mean foreground, " + f"{len(patients)} test patients)", "",
-              "| arm | test Dice | retraining s |", "|---|---:|---:|"]
-    lines += [f"| {k} | {d:.4f} | {s:.0f} |" for k, d, s in dice_rows]
+              "A retrained cell's score is the mean over its training seeds; the last column lists each retraining's.", "",
+              "| arm | test Dice | retraining s (mean) | per training seed |", "|---|---:|---:|---|"]
+    lines += [f"| {k} | {d:.4f} | {s:.0f} | " + " ".join(f"{x:.4f}" for x in by[k].get("train_seed_dice", [])) + " |"
+              for k, d, s in dice_rows]
     out["dice"] = {k: d for k, d, _ in dice_rows}
+    out["run_to_run"] = spread
+    if spread["arms"]:
+        lines += ["", "## Run-to-run spread of one retraining (same cell, other training seed)", "",
+                  f"Over {spread['arms']} retrained arms: SD of an arm's test Dice across its training seeds "
+                  f"{spread['sd_test_dice_points']:.2f} points (pooled); per-patient differences between two "
+                  f"retrainings of the same arm: SD {spread['sd_patient_diff_points']:.2f} points, "
+                  f"mean |test Dice difference| {spread['mean_abs_test_diff_points']:.2f} points.", ""]
 
     # Statistics: per-patient values averaged over the seeds (the seed-mean analysis).
     def seed_mean(arm: str):
@@ -559,10 +644,11 @@ def summarize(args: argparse.Namespace) -> None:
         tests += sup
     out["tests"] = tests
     lines += ["", "## Statistics (per-patient Dice averaged over the seeds; `iac.stats`)", "",
-              "| comparison | n | mean (points) | HL estimate [90 % CI] (points) | p (one-sided) | p Holm |", "|---|---:|---:|---|---:|---:|"]
+              "| comparison | n | mean (points) | SD (points) | HL estimate [90 % CI] (points) | p (one-sided) | p Holm |",
+              "|---|---:|---:|---:|---|---:|---:|"]
     for t in tests:
         ph = f"{t['p_holm']:.4f}" if "p_holm" in t else "-"
-        lines.append(f"| {t['comparison']} | {t['n']} | {t['mean_points']:+.2f} | {t['hl_points']:+.2f} "
+        lines.append(f"| {t['comparison']} | {t['n']} | {t['mean_points']:+.2f} | {t['sd_points']:.2f} | {t['hl_points']:+.2f} "
                      f"[{t['ci_low_points']:+.2f}, {t['ci_high_points']:+.2f}] | {t['p']:.4f} | {ph} |")
 
     # Agreement with its yardsticks.

@@ -240,6 +240,8 @@ def main() -> None:
     suffix = ""
     if (args.extra_epochs, args.extra_lr, args.freeze_backbone) != (10, None, False):
         suffix = f"/x{args.extra_epochs}-lr{extra_lr:g}" + ("-frozen" if args.freeze_backbone else "")
+    if args.seed != 0:  # another training seed of the same arm (the baseline stays the seed-0 one)
+        suffix = (suffix or "/") + ("-" if suffix else "") + f"seed{args.seed}"
     base_ckpt = out / "baseline_state.pt"
 
     def record(arm: str, row: dict) -> None:
@@ -297,7 +299,7 @@ def main() -> None:
             row = {"epochs": args.extra_epochs, "cell": cell, **plateau(res.history)}
         row.update(evaluate(res.net, data))
         row.update({"seconds": time.perf_counter() - start, "parameters": res.n_parameters,
-                    "extra_lr": extra_lr, "frozen_backbone": bool(args.freeze_backbone and arm.startswith("cell-"))})
+                    "extra_lr": extra_lr, "train_seed": args.seed, "frozen_backbone": bool(args.freeze_backbone and arm.startswith("cell-"))})
         record(name, row)
 
 

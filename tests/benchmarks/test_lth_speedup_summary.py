@@ -122,6 +122,33 @@ def test_a_summary_refuses_mixed_designs(bench, tmp_path):
         bench.summarize(Namespace(cohort="confirm", ni_margin=0.01, superiority_margin=0.01))
 
 
+def test_a_cell_retrained_with_several_training_seeds_scores_their_mean(bench, tmp_path):
+    rows, _, patients = _rows()
+    # two more retrainings of seed 0's full-search cell, 1 point above and below the first
+    first = next(r for r in rows if r["arm"] == "full-cell" and r["seed"] == 0)
+    first["train_seed"] = 0
+    for k, shift in ((1, 0.01), (2, -0.01)):
+        rows.append({**first, "train_seed": k, "test_dice": first["test_dice"] + shift,
+                     "patient_dice": {p: v + shift for p, v in first["patient_dice"].items()}})
+    (tmp_path / "confirm").mkdir()
+    (tmp_path / "confirm" / "arms.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    bench.RESULTS = tmp_path
+    bench.summarize(Namespace(cohort="confirm", ni_margin=0.01, superiority_margin=0.01))
+    out = json.loads((tmp_path / "confirm" / "summary.json").read_text())
+    # the merged score is the mean of the three (the first one, since the shifts cancel)
+    assert out["dice"]["full-cell@0"] == pytest.approx(np.mean(list(first["patient_dice"].values())))
+    # run-to-run spread over the one arm with three seeds: test Dice 0.83, 0.84, 0.82
+    spread = out["run_to_run"]
+    assert spread["arms"] == 1
+    assert spread["sd_test_dice_points"] == pytest.approx(1.0)
+    assert spread["mean_abs_test_diff_points"] == pytest.approx((1 + 1 + 2) / 3)
+    assert spread["sd_patient_diff_points"] == pytest.approx(0.0, abs=1e-9)  # constant shifts per pair
+    assert "| full-cell@0 |" in (tmp_path / "confirm" / "tables.md").read_text()
+    # arm keys: training seed 0 keeps the plain key, the others carry theirs
+    assert bench.arm_key(first) == "full-cell@0"
+    assert bench.arm_key({**first, "train_seed": 2}) == "full-cell@0/t2"
+
+
 def _replayed(criterion, settings, epochs_run, shared):
     return {"criterion": criterion, "settings": settings, "epochs_run": epochs_run, "shared": shared, "total": 8}
 
