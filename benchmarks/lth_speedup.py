@@ -28,8 +28,9 @@ search seed (each an MLflow run in ``<work>/<cohort>/mlflow.db``):
 - the control of each criterion: the full search truncated where that LTH
   search stopped (the genotype its trajectory records at that epoch, and the
   search time spent up to it);
-- every cell retrained from the baseline's weights with the same budget and
-  evaluated on the test patients.
+- every cell retrained from the baseline's weights with the same budget, once
+  per training seed (``Design.retrain_seeds``), and evaluated on the test
+  patients; a cell's score is the per-patient mean over its retrainings.
 
 Each finished arm appends one JSON line to
 ``benchmarks/results/lth_speedup_v2/<cohort>/arms.jsonl`` (per-patient Dice,
@@ -69,7 +70,7 @@ COHORT_SEEDS = {"calibrate": 101, "confirm": 202}
 
 @dataclass(frozen=True)
 class Design:
-    """The benchmark instance of the test bed (provisional until ``docs/datasets.md`` says frozen)."""
+    """The benchmark instance of the test bed, frozen (``docs/datasets.md``, "Frozen design")."""
 
     patients: int = 140  # generated patients; the split gives about 28 train, 8 val, 104 test
     size: int = 48  # in-plane matrix of the generator (fixed field of view; 64-pixel slices after prepare)
@@ -612,10 +613,10 @@ def summarize(args: argparse.Namespace) -> None:
     out["run_to_run"] = spread
     if spread["arms"]:
         lines += ["", "## Run-to-run spread of one retraining (same cell, other training seed)", "",
-                  f"Over {spread['arms']} retrained arms: SD of an arm's test Dice across its training seeds "
+                  (f"Over {spread['arms']} retrained arms: SD of an arm's test Dice across its training seeds "
                   f"{spread['sd_test_dice_points']:.2f} points (pooled); per-patient differences between two "
                   f"retrainings of the same arm: SD {spread['sd_patient_diff_points']:.2f} points, "
-                  f"mean |test Dice difference| {spread['mean_abs_test_diff_points']:.2f} points.", ""]
+                  f"mean |test Dice difference| {spread['mean_abs_test_diff_points']:.2f} points."), ""]
 
     # Statistics: per-patient values averaged over the seeds (the seed-mean analysis).
     def seed_mean(arm: str):

@@ -123,7 +123,7 @@ def test_a_summary_refuses_mixed_designs(bench, tmp_path):
 
 
 def test_a_cell_retrained_with_several_training_seeds_scores_their_mean(bench, tmp_path):
-    rows, _, patients = _rows()
+    rows, _, _ = _rows()
     # two more retrainings of seed 0's full-search cell, 1 point above and below the first
     first = next(r for r in rows if r["arm"] == "full-cell" and r["seed"] == 0)
     first["train_seed"] = 0
