@@ -40,7 +40,7 @@ DARTS_OPS = (
 
 
 # Budget presets of ``main`` (see BUDGETS at the end of the file).
-BUDGET_NAMES = ("smoke", "quick", "paper")
+BUDGET_NAMES = ("smoke", "quick", "study", "paper")
 CELL_INPUTS = ("skip+up", "skip")
 LR_SCHEDULES = ("cosine", "constant")
 SPLIT_NAMES = ("train", "val", "test")
@@ -449,11 +449,17 @@ class Budget:
     phantom_size: int = 64  # phantom in-plane matrix
     phantom_variant: str = "classic"  # generator when dataset=phantom (PHANTOM_VARIANTS)
     phantom_test_fraction: float | None = None  # test share of the phantom's patients (None: prepare's default)
+    phantom_val_fraction: float | None = None  # validation share of the phantom's patients (None: prepare's default)
+    baseline_lr: float | None = None  # learning rate of the baseline (None: TrainConfig's default)
+    extra_lr: float | None = None  # learning rate of every extra-epoch variant (None: TrainConfig's default)
+    cell_channels: int | None = None  # searched cells' width (None: SearchConfig's default)
     min_pairs: int = 10  # stats: fewest paired patients
 
 
 # Named budgets of ``main``. `quick` fits a 2-core CPU in about 15 minutes and
-# is a smoke-sized study; `smoke` runs in the test suite; `paper` is the
+# is a smoke-sized study on a reduced test bed; `smoke` runs in the test suite
+# (classic phantom); `study` is the headline benchmark's frozen design of the
+# test bed (benchmarks/lth_speedup.py: Design; hours on 2 cores); `paper` is the
 # paper's 200-epoch full search (GPU hosts).
 BUDGETS: dict[str, Budget] = {
     "smoke": Budget(
@@ -480,6 +486,25 @@ BUDGETS: dict[str, Budget] = {
         max_slices_per_epoch=None,
         phantom_patients=34,
         phantom_size=32,
+        phantom_variant="testbed",  # a reduced instance of the test bed (the benchmark's: 140 patients at 48)
+    ),
+    # The frozen design of the headline benchmark (docs/datasets.md, "Frozen design").
+    "study": Budget(
+        baseline_epochs=150,
+        extra_epochs=30,
+        search_epochs=200,
+        warmup_epochs=15,
+        stability=StabilityConfig(),
+        check_every=10,
+        max_slices_per_epoch=160,
+        phantom_patients=140,
+        phantom_size=48,
+        phantom_variant="testbed",
+        phantom_test_fraction=0.74,
+        phantom_val_fraction=0.06,
+        baseline_lr=3e-3,
+        extra_lr=1e-3,
+        cell_channels=8,
     ),
     "paper": Budget(
         baseline_epochs=200,

@@ -183,7 +183,7 @@ def test_each_command_has_help(name):
         (["search_lth", "--data", "/nonexistent", "--ops", "conv_9x9"], ["--ops", "sep_conv_3x3"]),
         (["search_lth", "--data", "/nonexistent", "--smoothing", "1.5"], ["--smoothing"]),
         (["stats", "--alpha", "2"], ["--alpha"]),
-        (["main", "--budget", "fast"], ["--budget", "smoke", "quick", "paper"]),
+        (["main", "--budget", "fast"], ["--budget", "smoke", "quick", "study", "paper"]),
         (["main", "--dataset", "acdc"], ["--source"]),
         (["main", "--seeds", "one"], ["--seeds"]),
     ],

@@ -11,6 +11,8 @@ new ``mlflow run`` process) and looked up in the step cache first
 
 from __future__ import annotations
 
+import json
+
 import logging
 import time
 from dataclasses import dataclass
@@ -61,9 +63,10 @@ class StudySteps:
     data: Path
     fingerprint: str
 
-    def train(self, label: str, skip: str, epochs: int, pretrained: str | None, genotype: str | None, seed: int) -> dict:
-        """Train (and register) one U-Net."""
-        tcfg = TrainConfig(
+    def train_config(self, skip: str, epochs: int, pretrained: str | None, genotype: str | None, seed: int) -> TrainConfig:
+        """Settings of one U-Net's training: the baseline at the budget's ``baseline_lr``, the rest at ``extra_lr``."""
+        lr = self.budget.extra_lr if pretrained else self.budget.baseline_lr
+        return TrainConfig(
             data=self.data,
             backbone=self.cfg.backbone,
             skip=skip,
@@ -73,7 +76,12 @@ class StudySteps:
             pretrained=pretrained,
             device=self.cfg.device,
             max_slices_per_epoch=self.budget.max_slices_per_epoch,
+            **({"lr": lr} if lr is not None else {}),
         )
+
+    def train(self, label: str, skip: str, epochs: int, pretrained: str | None, genotype: str | None, seed: int) -> dict:
+        """Train (and register) one U-Net."""
+        tcfg = self.train_config(skip, epochs, pretrained, genotype, seed)
         params = {**to_dict(tcfg), "data_fingerprint": self.fingerprint}
         return self.cache.run(
             "retrain", label, params, lambda extra, resume: run_retrain(tcfg, {**self.tags, **extra}, resume_run=resume)
@@ -99,6 +107,7 @@ class StudySteps:
             seed=seed,
             device=self.cfg.device,
             max_slices_per_epoch=self.budget.max_slices_per_epoch,
+            **({"cell_channels": self.budget.cell_channels} if self.budget.cell_channels else {}),
         )
 
     def search(self, scfg: SearchConfig, method: str, reference_run: str | None) -> dict:
@@ -162,7 +171,7 @@ def run_study(
     budget = resolve_budget(cfg)
     cache = StepCache(experiment_id, code_version(), echo=echo, claim_timeout=cfg.claim_timeout)
     tags = {STUDY_TAG: study_run_id}
-    if cfg.budget != "paper":
+    if cfg.budget in ("smoke", "quick"):
         echo(
             f"budget '{cfg.budget}': a smoke-sized study (baseline {budget.baseline_epochs} epochs, "
             f"+{budget.extra_epochs} per variant, full search {budget.search_epochs} epochs); "
@@ -284,6 +293,8 @@ def _phantom_settings(cfg: MainConfig, budget: Budget) -> dict[str, Any]:
            "phantom_variant": budget.phantom_variant}
     if budget.phantom_test_fraction is not None:
         out["test_fraction"] = budget.phantom_test_fraction
+    if budget.phantom_val_fraction is not None:
+        out["val_fraction"] = budget.phantom_val_fraction
     return out
 
 
@@ -303,5 +314,20 @@ def _prepare(cfg: MainConfig, budget: Budget, cache: StepCache, tags: dict[str, 
         "prepare",
         to_dict(pcfg),
         lambda extra, _resume: prepare_step(pcfg, {**tags, **extra}),
-        validate=lambda o: (Path(o["data"]) / "manifest.json").is_file(),
+        validate=_still_prepared,
     ).outputs
+
+
+def _still_prepared(outputs: dict[str, Any]) -> bool:
+    """A finished prepare step is reused only while its folder still holds the data it made.
+
+    Another cohort prepared into the same folder since (another phantom variant
+    or size) changes the manifest's fingerprint, and the step runs again.
+    """
+    manifest = Path(outputs["data"]) / "manifest.json"
+    if not manifest.is_file():
+        return False
+    try:
+        return json.loads(manifest.read_text()).get("fingerprint") == outputs.get("fingerprint")
+    except (OSError, ValueError):
+        return False

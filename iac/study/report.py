@@ -79,14 +79,30 @@ def study_time_line(seconds: float, steps: list[dict[str, Any]]) -> str:
             f"original study time {original:.0f} s (the runs that did each step's work)")
 
 
+def _budget_note(cfg: MainConfig, budget: Budget) -> str:
+    """What a study of this budget can and cannot show, said plainly next to its name."""
+    if cfg.budget in ("smoke", "quick"):
+        cohort = ""
+        if cfg.dataset == "phantom":
+            cohort = (f" on a reduced {'test bed' if budget.phantom_variant == 'testbed' else 'classic phantom'}"
+                      f" ({budget.phantom_patients} patients at {budget.phantom_size}x{budget.phantom_size})")
+        return (f" (a smoke-sized study{cohort}: it shows that every step runs and what each one produces; "
+                "it cannot show whether a cell helps or whether IAC-LTH finds the full search's cell, since its "
+                "networks are far from converged and its few test patients cannot resolve a point of Dice. "
+                "`budget=study` runs the test bed's frozen design, and docs/benchmarks.md holds the headline "
+                "benchmark)")
+    if cfg.budget == "study":
+        return " (the headline benchmark's frozen design of the test bed, docs/datasets.md: one seed takes hours on 2 CPU cores)"
+    return ""
+
+
 def _header(cfg: MainConfig, budget: Budget, outputs: dict[str, Any], seconds: float,
             steps: list[dict[str, Any]]) -> list[str]:
     stab = budget.stability
-    smoke = " (a smoke-sized study: numbers show the pipeline works, not the method's effect)"
     return [
         f"# IAC-LTH study: {cfg.dataset}, {outputs.get('backbone', cfg.backbone.name)}",
         "",
-        f"- budget: **{cfg.budget}**" + (smoke if cfg.budget != "paper" else ""),
+        f"- budget: **{cfg.budget}**" + _budget_note(cfg, budget),
         f"- baseline {budget.baseline_epochs} epochs, +{budget.extra_epochs} epochs for every variant, "
         f"full search {budget.search_epochs} epochs (warm-up {budget.warmup_epochs})",
         f"- LTH: tau={stab.tau:g}, patience={stab.patience}, window={stab.window}, "

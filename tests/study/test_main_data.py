@@ -77,15 +77,23 @@ def test_the_budget_chooses_the_phantom_variant_and_its_test_share(experiment, t
     from iac.study.driver import _prepare
 
     budget = replace(BUDGETS["smoke"], phantom_variant="testbed", phantom_patients=10, phantom_size=32,
-                     phantom_test_fraction=0.5)
-    cfg = MainConfig(data=tmp_path / "prepared", prepare_options=(("workers", 1),))
-    data = PreparedDataset(_prepare(cfg, budget, _cache(experiment), {})["data"])
+                     phantom_test_fraction=0.5, phantom_val_fraction=0.2)
+    cfg_testbed = MainConfig(data=tmp_path / "prepared", prepare_options=(("workers", 1),))
+    data = PreparedDataset(_prepare(cfg_testbed, budget, _cache(experiment), {})["data"])
     assert data.manifest["config"]["phantom_variant"] == "testbed"
-    assert len(data.patients("test")) == 5
+    assert len(data.patients("test")) == 5 and len(data.patients("val")) == 2
     # prepare_options still win over the budget, and a real dataset never gets the phantom's split
     cfg = MainConfig(data=tmp_path / "classic", prepare_options=(("workers", 1), ("phantom_variant", "classic")))
     classic = PreparedDataset(_prepare(cfg, budget, _cache(experiment), {})["data"])
     assert classic.manifest["config"]["phantom_variant"] == "classic"
+    # another cohort prepared over the test bed's folder since: its finished step is not reused blindly,
+    # prepare runs again and refuses to replace the other cohort unasked
+    cfg_over = MainConfig(data=tmp_path / "prepared",
+                          prepare_options=(("workers", 1), ("phantom_variant", "classic"), ("overwrite", True)))
+    over = PreparedDataset(_prepare(cfg_over, budget, _cache(experiment), {})["data"])
+    assert over.manifest["config"]["phantom_variant"] == "classic"
+    with pytest.raises(Exception, match="prepared from other inputs"):
+        _prepare(cfg_testbed, budget, _cache(experiment), {})
     from iac.study.driver import _phantom_settings
 
     assert _phantom_settings(MainConfig(dataset="acdc", source=tmp_path), budget) == {}
