@@ -166,3 +166,13 @@ def test_the_calibration_rule_takes_the_earliest_stop_that_agrees(bench):
            _replayed("sequential", {"seq_error": 0.1, "seq_effect": 80.0}, 90, 6),
            _replayed("sequential", {"seq_error": 0.2, "seq_effect": 80.0}, 120, 6)]
     assert bench.choose(low)["settings"] == {"seq_error": 0.1, "seq_effect": 80.0}
+
+
+def test_the_default_criterion_is_one_that_finds_the_full_searchs_cell(bench):
+    fast_but_wrong = _replayed("js", {"tau": 1e-5, "patience": 3}, 36, 3)
+    slow_and_right = _replayed("sequential", {"seq_error": 0.05, "seq_effect": 40.0}, 150, 7)
+    assert bench.default_criterion({"js": fast_but_wrong, "sequential": slow_and_right}) == "sequential"
+    # both agree: the earlier stop; neither: the one sharing more
+    assert bench.default_criterion({"js": _replayed("js", {}, 90, 7), "sequential": slow_and_right}) == "js"
+    assert bench.default_criterion({"js": fast_but_wrong, "sequential": _replayed("sequential", {}, 200, 5)}) == "sequential"
+    assert bench.default_criterion({"js": _replayed("js", {}, 90, 7), "sequential": _replayed("sequential", {}, 90, 7)}) == "js"
