@@ -434,6 +434,7 @@ def calibrate(args: argparse.Namespace) -> None:
 
     from iac.config import StabilityConfig
     from iac.nas.agreement import agreement
+    from iac.nas.genotype import Genotype
     from iac.nas.replay import ReplayDiverged, replay
     from iac.nas.trajectory import final_genotype, load_trajectory
 
@@ -475,18 +476,32 @@ def calibrate(args: argparse.Namespace) -> None:
                      f"{r['shared']}/{r['total']} | {mark} |")
     lines.append(f"\nDefault criterion: {default}.")
     (folder / "calibration.md").write_text("\n".join(lines) + "\n")
-    _tradeoff_figure(out, chosen).savefig(folder / "calibration.png", dpi=120)
+    genotypes = [Genotype.from_dict(e["genotype"]) for e in traj["epochs"]]
+    truncated = [agreement(reference, g).shared for g in genotypes]
+    result["truncated_shared"] = truncated
+    (folder / "calibration.json").write_text(json.dumps(result, indent=1))
+    _tradeoff_figure(out, chosen, truncated).savefig(folder / "calibration.png", dpi=120)
     print("\n".join(lines))
 
 
-def _tradeoff_figure(rows: list[dict[str, Any]], chosen: dict[str, dict[str, Any]]):
-    """Epoch saving against agreement with the full search, one point per replayed setting."""
+def _tradeoff_figure(rows: list[dict[str, Any]], chosen: dict[str, dict[str, Any]],
+                     truncated: list[int] | None = None):
+    """Epoch saving against agreement with the full search, one point per replayed setting.
+
+    ``truncated[e - 1]``: choices the full search's own genotype after ``e``
+    epochs shares with its final one (the truncated control at every stop).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
+    if truncated:
+        total = len(truncated)
+        first = max(total // 10, 1)  # savings up to 10x
+        ax.step([total / e for e in range(first, total + 1)], truncated[first - 1:], where="post", color="gray",
+                lw=1, label="the full search stopped there (no pruning)")
     for marker, criterion in zip("os", PAPER_DEFAULTS):
         pts = [r for r in rows if r["criterion"] == criterion]
         ax.scatter([r["epoch_ratio"] for r in pts], [r["shared"] for r in pts], marker=marker, alpha=0.6,
