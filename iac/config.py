@@ -494,6 +494,7 @@ BUDGETS: dict[str, Budget] = {
         extra_epochs=30,
         search_epochs=200,
         warmup_epochs=15,
+        # The paper's JS rule: the calibration's choice (tau 1e-8) never prunes on the test bed (docs/benchmarks.md).
         stability=StabilityConfig(),
         check_every=10,
         max_slices_per_epoch=160,
