@@ -93,6 +93,9 @@ DESIGN = Design()
 CRITERIA: dict[str, dict[str, Any]] = {
     "js": {"criterion": "js"},
     "sequential": {"criterion": "sequential"},
+    # The paper's rule as published (the StabilityConfig defaults), never calibrated: what a user
+    # gets without calibration. Added before any confirmatory run (docs/benchmarks.md).
+    "js-paper": {"criterion": "js"},
 }
 
 
@@ -251,6 +254,48 @@ class Bench:
             rows.append(self.record(row))
         return rows
 
+    def copy_arm(self, source: str, arm: str, seed: int | None, extra: dict[str, Any]) -> list[dict[str, Any]]:
+        """Record ``source``'s retrainings again under ``arm``: the same genotype, retrained alike.
+
+        Retraining is deterministic on the CPU for a given genotype, baseline and
+        training seed, so an arm whose cell is exactly another arm's reuses its
+        rows (``copied_from`` says so) rather than spending the retraining twice.
+        """
+        rows = []
+        for train_seed in range(DESIGN.retrain_seeds):
+            key = arm_key({"arm": arm, "seed": seed, "train_seed": train_seed})
+            if key in self.done:
+                rows.append(self.done[key])
+                continue
+            src = self.done[arm_key({"arm": source, "seed": seed, "train_seed": train_seed})]
+            keep = {k: v for k, v in src.items() if k not in ("cohort", "design", "data_fingerprint", "finished")}
+            rows.append(self.record({**keep, **extra, "arm": arm, "copied_from": source}))
+        return rows
+
+    def replay_on_full(self, criterion: str, seed: int) -> dict[str, Any]:
+        """Replay ``criterion``'s stop rule on this seed's full search (recorded as ``replay-<criterion>``)."""
+        key = f"replay-{criterion}@{seed}"
+        if key in self.done:
+            return self.done[key]
+        import mlflow
+
+        from iac.config import StabilityConfig
+        from iac.nas.agreement import agreement
+        from iac.nas.genotype import Genotype
+        from iac.nas.replay import replay
+        from iac.nas.trajectory import load_trajectory
+
+        full = self.done[f"full@{seed}"]
+        traj = load_trajectory(mlflow.artifacts.download_artifacts(run_id=full["run_id"], artifact_path="trajectory.json"))
+        stab = StabilityConfig(**CRITERIA[criterion])
+        res = replay(traj, cfg=stab)
+        a = agreement(Genotype.from_dict(full["genotype"]), res.genotype)
+        return self.record({
+            "arm": f"replay-{criterion}", "seed": seed, "kind": "replay", "stability": asdict(stab),
+            "stopped": res.stopped, "epochs_run": res.stop_epoch + 1 if res.stopped else len(traj["epochs"]),
+            "pruning_events": len(res.events), "genotype": res.genotype.to_dict(), "shared": a.shared, "total": a.total,
+        })
+
     def evaluate(self, model_uri: str) -> dict[str, Any]:
         """Test-patient Dice of a registered U-Net: patient-mean foreground, per class and per patient."""
         import mlflow
@@ -353,11 +398,21 @@ def run(args: argparse.Namespace) -> None:
             bench.retrain(f"random-{k}", None, str(path), {"kind": "random", "genotype": g.to_dict()})
     searches = ([("full", None)] if "full" in wanted else []) + (
         [("lth", c) for c in criteria] if "lth" in wanted else [])
-    if args.seed % 2:  # odd seeds: IAC-LTH first
-        searches = searches[1:] + searches[:1] if searches and searches[0][0] == "full" else searches
-    found = {}
+    if args.seed % 2:  # odd seeds: the first IAC-LTH criterion before the full search
+        searches = searches[1:2] + searches[:1] + searches[2:] if searches and searches[0][0] == "full" else searches
     for method, criterion in searches:
-        found[(method, criterion)] = bench.search(method, args.seed, criterion)
+        full = bench.done.get(f"full@{args.seed}")
+        if method == "lth" and full and f"lth-{criterion}@{args.seed}" not in bench.done:
+            # A rule that, replayed on this seed's full search, neither prunes nor stops would repeat
+            # the full search exactly (deterministic on the CPU): recorded as such, not run again.
+            rep = bench.replay_on_full(criterion, args.seed)
+            if not rep["stopped"] and rep["pruning_events"] == 0:
+                keep = {k: v for k, v in full.items() if k not in ("cohort", "design", "data_fingerprint", "finished")}
+                bench.record({**keep, "arm": f"lth-{criterion}", "identical_to_full": True,
+                              "stability": rep["stability"], "epoch_genotypes": None,
+                              "mean_epoch_seconds_after": None, "first_pruning_epoch": None})
+                continue
+        bench.search(method, args.seed, criterion)
     if "retrain" not in wanted:
         return
     full = bench.done.get(f"full@{args.seed}")
@@ -367,15 +422,21 @@ def run(args: argparse.Namespace) -> None:
         lth = bench.done.get(f"lth-{criterion}@{args.seed}")
         if not lth:
             continue
-        bench.retrain(f"lth-{criterion}-cell", args.seed, lth["cell_uri"], {"kind": "cell", "of": f"lth-{criterion}"})
+        if lth.get("identical_to_full"):
+            bench.copy_arm("full-cell", f"lth-{criterion}-cell", args.seed, {"kind": "cell", "of": f"lth-{criterion}"})
+        else:
+            bench.retrain(f"lth-{criterion}-cell", args.seed, lth["cell_uri"], {"kind": "cell", "of": f"lth-{criterion}"})
         if full:
             stop = lth["epochs_run"]  # the control: the full search's genotype after as many epochs
             g = Genotype.from_dict(full["epoch_genotypes"][stop - 1])
+            extra = {"kind": "control-truncated", "genotype": g.to_dict(), "epochs_run": stop,
+                     "search_seconds": full["cum_seconds"][stop - 1]}
+            if g.to_dict() == full["genotype"]:  # stopped where the full search had already settled
+                bench.copy_arm("full-cell", f"control-{criterion}", args.seed, extra)
+                continue
             path = bench.work / f"control-{criterion}-seed{args.seed}-genotype.json"
             path.write_text(g.to_json())
-            bench.retrain(f"control-{criterion}", args.seed, str(path), {
-                "kind": "control-truncated", "genotype": g.to_dict(), "epochs_run": stop,
-                "search_seconds": full["cum_seconds"][stop - 1]})
+            bench.retrain(f"control-{criterion}", args.seed, str(path), extra)
 
 
 # -- calibration -------------------------------------------------------------------------------------
@@ -618,6 +679,7 @@ def summarize(args: argparse.Namespace) -> None:
                 "epoch_s_before": lth["mean_epoch_seconds_before"], "epoch_s_after": lth["mean_epoch_seconds_after"],
                 "pruning_share": (stop_seconds - lth["search_seconds"]) / saving if saving > 0 else float("nan"),
                 "first_pruning_epoch": lth.get("first_pruning_epoch"), "has_control": ctl is not None,
+                "identical_to_full": bool(lth.get("identical_to_full")),
             })
     out["speed"] = speed
     out["speedup_geomean"] = {c: float(math.exp(np.mean([math.log(r["speedup"]) for r in speed if r["criterion"] == c])))
@@ -627,10 +689,23 @@ def summarize(args: argparse.Namespace) -> None:
               "|---|---|---:|---:|---:|---:|---:|---|---:|---:|"]
     for r in speed:
         after = f"{r['epoch_s_after']:.1f}" if r["epoch_s_after"] else "-"
-        lines.append(f"| {r['seed']} | {r['criterion']} | {r['full_s']:.0f} | {r['lth_s']:.0f} | {r['speedup']:.2f}x | "
+        share = "-" if math.isnan(r["pruning_share"]) else f"{100 * r['pruning_share']:.0f} %"
+        name = r["criterion"] + (" (prunes nothing on this search: the full search, not run again)"
+                                 if r["identical_to_full"] else "")
+        lines.append(f"| {r['seed']} | {name} | {r['full_s']:.0f} | {r['lth_s']:.0f} | {r['speedup']:.2f}x | "
                      f"{r['lth_epochs']} | {r['epoch_s_full']:.1f} | {r['epoch_s_before']:.1f} / {after} | "
-                     f"{r['first_pruning_epoch'] if r['first_pruning_epoch'] is not None else '-'} | {100 * r['pruning_share']:.0f} % |")
+                     f"{r['first_pruning_epoch'] if r['first_pruning_epoch'] is not None else '-'} | {share} |")
     lines += ["", "Geometric mean speed-up: " + ", ".join(f"{c} {v:.2f}x" for c, v in out["speedup_geomean"].items()), ""]
+    replays = [r for r in rows if r.get("kind") == "replay"]
+    out["replays"] = [{k: r[k] for k in ("arm", "seed", "stopped", "epochs_run", "pruning_events", "shared", "total")}
+                      for r in replays]
+    if replays:
+        lines += ["Each rule replayed on its seed's full search before its live run:", "",
+                  "| seed | rule | stops | epochs | pruning events | shared with the full search |",
+                  "|---|---|---|---:|---:|---:|"]
+        lines += [f"| {r['seed']} | {r['arm'][len('replay-'):]} | {'yes' if r['stopped'] else 'no'} | {r['epochs_run']} | "
+                  f"{r['pruning_events']} | {r['shared']}/{r['total']} |" for r in replays]
+        lines.append("")
 
     # Dice per arm (mean over seeds for the per-seed arms).
     patients = sorted(by["baseline"]["patient_dice"]) if "baseline" in by else []
@@ -791,7 +866,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="search seed")
     p.add_argument("--arms", default="shared,full,lth,retrain",
                    help="which parts to run: shared (continued control, random cells), full, lth, retrain")
-    p.add_argument("--criteria", default="js,sequential", help="IAC-LTH criteria, each a timed arm")
+    p.add_argument("--criteria", default="js-paper,js,sequential",
+                   help="IAC-LTH criteria, each a timed arm (js-paper: the paper's rule, not calibrated)")
     p.add_argument("--random", type=int, default=3, help="random genotypes retrained (shared by the seeds)")
     p.add_argument("--epochs", type=int, default=200, help="full-search budget (the paper's 200)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
