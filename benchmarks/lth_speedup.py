@@ -23,8 +23,10 @@ search seed (each an MLflow run in ``<work>/<cohort>/mlflow.db``):
   the retraining budget with identity skips (the same-extra-epochs control);
   ``--random`` random genotypes of the search space, each retrained;
 - timed: the full search (``--epochs``, the paper's 200) and IAC-LTH with each
-  criterion of ``--criteria``; even seeds run the full search first, odd seeds
-  IAC-LTH first;
+  criterion of ``--criteria`` (``js-paper``: the paper's rule, not
+  calibrated); even seeds run the full search first, odd seeds the first
+  criterion first; a criterion whose rule, replayed on the seed's full search,
+  neither prunes nor stops is recorded as that search instead of run again;
 - the control of each criterion: the full search truncated where that LTH
   search stopped (the genotype its trajectory records at that epoch, and the
   search time spent up to it);
