@@ -174,7 +174,7 @@ ILL_CASES = [
     # MainConfig: names, a real dataset needs its source, seeds, skip baselines, budget overrides.
     [MainConfig, {"dataset": "phantm"}, "dataset", "did you mean 'phantom'?"],
     [MainConfig, {"dataset": "kits"}, "source", RAW_FOLDER],
-    [MainConfig, {"budget": "papr"}, "budget", "is not one of smoke, quick, paper — did you mean 'paper'?"],
+    [MainConfig, {"budget": "papr"}, "budget", "is not one of smoke, quick, study, paper — did you mean 'paper'?"],
     [MainConfig, {"seeds": ()}, "seeds", "give at least one seed"],
     [MainConfig, {"skips": ("attention", "identity")}, "skips", "is not one of attention, residual, dense"],
     [MainConfig, {"skips": ("iac",)}, "skips", "is not one of attention, residual, dense"],
