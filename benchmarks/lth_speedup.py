@@ -270,7 +270,7 @@ class Bench:
                 rows.append(self.done[key])
                 continue
             src = self.done[arm_key({"arm": source, "seed": seed, "train_seed": train_seed})]
-            keep = {k: v for k, v in src.items() if k not in ("cohort", "design", "data_fingerprint", "finished")}
+            keep = _payload(src)
             rows.append(self.record({**keep, **extra, "arm": arm, "copied_from": source}))
         return rows
 
@@ -352,6 +352,11 @@ class Bench:
         return self.record(row)
 
 
+def _payload(row: dict[str, Any]) -> dict[str, Any]:
+    """An arm's row without the bookkeeping ``Bench.record`` adds (for recording it again under another arm)."""
+    return {k: v for k, v in row.items() if k not in ("cohort", "design", "data_fingerprint", "finished")}
+
+
 def _plateau(run_id: str) -> dict[str, Any]:
     """Best validation Dice over the run, at 4/5 of its epochs, and the gain between them (points)."""
     import mlflow
@@ -409,7 +414,7 @@ def run(args: argparse.Namespace) -> None:
             # the full search exactly (deterministic on the CPU): recorded as such, not run again.
             rep = bench.replay_on_full(criterion, args.seed)
             if not rep["stopped"] and rep["pruning_events"] == 0:
-                keep = {k: v for k, v in full.items() if k not in ("cohort", "design", "data_fingerprint", "finished")}
+                keep = _payload(full)
                 bench.record({**keep, "arm": f"lth-{criterion}", "identical_to_full": True,
                               "stability": rep["stability"], "epoch_genotypes": None,
                               "mean_epoch_seconds_after": None, "first_pruning_epoch": None})

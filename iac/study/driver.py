@@ -11,8 +11,6 @@ new ``mlflow run`` process) and looked up in the step cache first
 
 from __future__ import annotations
 
-import json
-
 import logging
 import time
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ from iac.commands.retrain import run_retrain
 from iac.commands.search import run_random_cell, run_search_step
 from iac.commands.stats import run_stats
 from iac.config import Budget, EvalConfig, MainConfig, PrepareConfig, SearchConfig, StatsConfig, TrainConfig, to_dict
+from iac.data.manifest import manifest_or_none
 from iac.study.budget import resolve_budget
 from iac.study.cache import STUDY_TAG, StepCache
 from iac.study.code_version import code_version
@@ -324,10 +323,5 @@ def _still_prepared(outputs: dict[str, Any]) -> bool:
     Another cohort prepared into the same folder since (another phantom variant
     or size) changes the manifest's fingerprint, and the step runs again.
     """
-    manifest = Path(outputs["data"]) / "manifest.json"
-    if not manifest.is_file():
-        return False
-    try:
-        return json.loads(manifest.read_text()).get("fingerprint") == outputs.get("fingerprint")
-    except (OSError, ValueError):
-        return False
+    manifest = manifest_or_none(outputs["data"])
+    return manifest is not None and manifest.get("fingerprint") == outputs.get("fingerprint")
