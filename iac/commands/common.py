@@ -286,4 +286,26 @@ def log_dataset_input(folder: Path, name: str, digest: str, context: str) -> Non
         # Several registered local sources match a plain folder; they are equivalent.
         warnings.simplefilter("ignore", UserWarning)
         source = resolve_dataset_source(str(Path(folder).resolve()))
-    mlflow.log_input(MetaDataset(source=source, name=name, digest=digest[:36]), context=context)
+    dataset = MetaDataset(source=source, name=name, digest=digest[:36])
+    for attempt in range(DATASET_INPUT_ATTEMPTS):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except mlflow.exceptions.MlflowException as err:
+            if attempt + 1 == DATASET_INPUT_ATTEMPTS or not _lost_dataset_race(err):
+                raise
+
+
+# MLflow's SQL store looks a dataset up by (experiment, name, digest) and inserts it when it is
+# missing, in one transaction but without a lock: two runs logging the same new dataset at the
+# same moment both insert, and the second fails on the datasets table's key. Its transaction is
+# rolled back whole, and by then the row exists, so logging again reuses it.
+DATASET_INPUT_ATTEMPTS = 3
+
+
+def _lost_dataset_race(err: Exception) -> bool:
+    """Whether ``err`` is the datasets table's key violation (PostgreSQL, MySQL or SQLite wording)."""
+    text = str(err)
+    return ("dataset_pk" in text and ("duplicate key" in text.lower() or "Duplicate entry" in text)) or (
+        "UNIQUE constraint failed: datasets." in text
+    )

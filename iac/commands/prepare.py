@@ -8,13 +8,12 @@ naming the option.
 from __future__ import annotations
 
 import logging
-import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
 import click
 
-from iac.commands.common import build_config
+from iac.commands.common import build_config, log_dataset_input
 from iac.config import DATASETS, PHANTOM_VARIANTS, PrepareConfig
 
 _TRUE = ("1", "true", "yes", "on")
@@ -136,8 +135,6 @@ def run_prepare(cfg: PrepareConfig, progress: bool = True):
         click.ClickException: for bad settings or bad data (exit code 1), with the message.
     """
     import mlflow
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-    from mlflow.data.meta_dataset import MetaDataset
 
     from iac.commands.store import open_store
     from iac.data.layouts.base import DataError
@@ -163,16 +160,7 @@ def run_prepare(cfg: PrepareConfig, progress: bool = True):
             tracker.set_tags({"error": str(err).splitlines()[0][:250]})
             raise click.ClickException(str(err)) from err
         root = result.root.resolve()
-        with warnings.catch_warnings():
-            # Several registered local sources match a plain folder; they are equivalent.
-            warnings.simplefilter("ignore", UserWarning)
-            source = resolve_dataset_source(str(root))
-        dataset = MetaDataset(
-            source=source,
-            name=result.manifest["name"],
-            digest=result.fingerprint[:36],
-        )
-        mlflow.log_input(dataset, context="prepare")
+        log_dataset_input(root, result.manifest["name"], result.fingerprint, context="prepare")
         tracker.log_params({"prepared_path": str(root), "data_fingerprint": result.fingerprint})
         verb = "Reused existing" if result.reused else "Prepared"
         click.echo(

@@ -4,6 +4,8 @@
   with the artifacts uploaded to and downloaded from the served artifact store;
 - eight ``retrain`` processes at once, each registering a version of the same model:
   no run, metric or version lost, no version number twice;
+- eight runs logging the same new dataset at the same instant: every one of them logs it
+  (the server's datasets table keys it once);
 - the server restarted while a ``retrain`` runs: the run finishes, and what it
   logged before the restart is still there.
 """
@@ -21,6 +23,7 @@ import pytest
 from iac.config import BackboneConfig, EvalConfig, PrepareConfig, SearchConfig, StabilityConfig, TrainConfig
 
 WRITERS = 8
+DATASET_ROUNDS = 6
 TINY_TRAIN = dict(backbone=BackboneConfig(), batch_size=4, max_slices_per_epoch=4)
 TINY_SEARCH = dict(epochs=2, warmup_epochs=1, max_slices_per_epoch=4, batch_size=4, cell_channels=4, nodes=2, check_every=1)
 
@@ -55,6 +58,22 @@ def _retrain_worker(args: tuple[str, str, str, int, int]) -> dict:
     mlflow.set_registry_uri(url)
     mlflow.set_experiment(experiment_id=experiment_id)
     return run_retrain(TrainConfig(data=Path(data), epochs=epochs, seed=seed, **TINY_TRAIN))
+
+
+def _dataset_worker(args: tuple[str, str, str, str, float, int]) -> str:
+    """One run that logs ``data`` as its input at the wall-clock instant ``at`` (so the writers collide)."""
+    import mlflow
+
+    from iac.commands import common
+
+    url, experiment_id, data, digest, at, attempts = args
+    common.DATASET_INPUT_ATTEMPTS = attempts
+    mlflow.set_tracking_uri(url)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    with mlflow.start_run() as run:
+        time.sleep(max(0.0, at - time.time()))
+        common.log_dataset_input(Path(data), "phantom", digest, context="training")
+    return run.info.run_id
 
 
 def _pool(n: int):
@@ -121,6 +140,27 @@ def test_eight_concurrent_writers_lose_nothing(on_server, prepared):
     assert {v.run_id for v in versions} == run_ids
     assert sorted(f"models:/{name}/{n}" for n in numbers) == sorted(o["model_uri"] for o in outs)
     assert max(numbers) - min(numbers) == WRITERS - 1  # consecutive: no number skipped
+
+
+def test_runs_logging_the_same_new_dataset_at_once_all_log_it(on_server, prepared):
+    import mlflow
+
+    from iac.commands.common import DATASET_INPUT_ATTEMPTS
+
+    exp = _experiment("datasets")
+    client = mlflow.MlflowClient()
+    with _pool(WRITERS) as pool:
+        pool.map(abs, range(WRITERS))  # the workers are up before the instant is set
+        for _ in range(DATASET_ROUNDS):  # the race window is short: collide several times
+            digest = f"{time.time_ns():036d}"  # new to the server: every writer finds it missing
+            at = time.time() + 1
+            run_ids = pool.map(_dataset_worker, [(on_server.url, exp, str(prepared), digest, at, DATASET_INPUT_ATTEMPTS)] * WRITERS)
+            assert len(set(run_ids)) == WRITERS
+            for run_id in run_ids:
+                run = client.get_run(run_id)
+                assert run.info.status == "FINISHED"
+                [ds] = run.inputs.dataset_inputs
+                assert (ds.dataset.name, ds.dataset.digest, ds.tags[0].value) == ("phantom", digest, "training")
 
 
 def test_a_server_restart_mid_run_loses_nothing_logged_before(on_server, prepared):
