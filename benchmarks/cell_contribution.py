@@ -1,0 +1,84 @@
+"""How much an implanted cell adds to its skip connection in a retrained U-Net.
+
+Usage (from the project root)::
+
+    python benchmarks/cell_contribution.py --store outputs/lth-v2/confirm/mlflow.db \\
+        --data outputs/lth-v2/confirm/data models:/iac-unet-phantom-unet/14 ...
+
+For each registered U-Net with IAC skips it runs the middle slices of the last
+``--patients`` prepared cases through the network and reports, per skip level,
+``||proj(cell(skip, up))|| / ||inner(skip)||`` (the cell's share of what the
+decoder receives on that skip) and the mean absolute weight of the
+zero-initialised output projection ``proj``. Rows go to ``--out`` as JSON lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def contributions(net: torch.nn.Module, x: torch.Tensor) -> list[dict]:
+    """Per IAC skip: the cell's output norm relative to the skip's own, on the batch ``x``."""
+    from iac.nas.implant import IACSkip
+
+    rows: list[dict] = []
+
+    def hook(mod, inp, _out):
+        skips, up = inp[0], (inp[1] if len(inp) > 1 else None)
+        plain, cell = mod.inner(skips, up), mod.proj(mod.cell(skips[mod.level], up))
+        rows.append({"level": mod.level, "ratio": float(cell.norm() / plain.norm()),
+                     "proj_weight_mean_abs": float(mod.proj.weight.abs().mean())})
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, IACSkip)]
+    if not handles:
+        raise SystemExit("the model has no IAC skips (it was not retrained with a cell)")
+    with torch.no_grad():
+        net(x)
+    for h in handles:
+        h.remove()
+    return sorted(rows, key=lambda r: r["level"])
+
+
+def main() -> None:
+    import mlflow
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="+", help="registered U-Nets, models:/<name>/<version>")
+    ap.add_argument("--store", type=Path, required=True, help="the MLflow SQLite store holding them")
+    ap.add_argument("--data", type=Path, required=True, help="prepared data folder (cases/<case>/image.npy)")
+    ap.add_argument("--patients", type=int, default=16, help="last N cases used")
+    ap.add_argument("--slices", type=int, default=8, help="middle slices per case")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/cell_contribution.jsonl"))
+    args = ap.parse_args()
+    if not args.store.is_file():
+        raise SystemExit(f"--store {args.store}: no such file (expected an MLflow SQLite store)")
+    cases = sorted(glob.glob(str(args.data / "cases" / "*" / "image.npy")))[-args.patients:]
+    if not cases:
+        raise SystemExit(f"--data {args.data}: no cases/<case>/image.npy found")
+    vols = []
+    for c in cases:
+        v = np.load(c)  # (C, Z, Y, X)
+        mid, half = v.shape[1] // 2, args.slices // 2
+        vols.append(v[:, max(0, mid - half): mid + half].transpose(1, 0, 2, 3))
+    x = torch.from_numpy(np.concatenate(vols)).float()
+    uri = f"sqlite:///{args.store.resolve()}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    torch.set_num_threads(2)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("a") as f:
+        for model in args.models:
+            net = mlflow.pyfunc.load_model(model).unwrap_python_model().net.eval()
+            row = {"model": model, "store": str(args.store), "slices": int(x.shape[0]), "levels": contributions(net, x)}
+            f.write(json.dumps(row) + "\n")
+            print(model, " ".join(f"level {r['level']}: {100 * r['ratio']:.2f} %" for r in row["levels"]))
+
+
+if __name__ == "__main__":
+    main()
