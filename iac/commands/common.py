@@ -274,6 +274,13 @@ def echo_done(step: str, run, extra: str = "") -> None:
 CHECKPOINT_ARTIFACT = "checkpoints/last.pt"
 
 
+# MLflow's SQL store looks a dataset up by (experiment, name, digest) and inserts it when it is
+# missing, in one transaction but without a lock: two runs logging the same new dataset at the
+# same moment both insert, and the second fails on the datasets table's key. Its transaction is
+# rolled back whole, and by then the row exists, so logging again reuses it.
+DATASET_INPUT_ATTEMPTS = 3
+
+
 def log_dataset_input(folder: Path, name: str, digest: str, context: str) -> None:
     """Log a folder as the active run's dataset input with its ``context`` (training, search, evaluation, ...)."""
     import warnings
@@ -294,13 +301,6 @@ def log_dataset_input(folder: Path, name: str, digest: str, context: str) -> Non
         except mlflow.exceptions.MlflowException as err:
             if attempt + 1 == DATASET_INPUT_ATTEMPTS or not _lost_dataset_race(err):
                 raise
-
-
-# MLflow's SQL store looks a dataset up by (experiment, name, digest) and inserts it when it is
-# missing, in one transaction but without a lock: two runs logging the same new dataset at the
-# same moment both insert, and the second fails on the datasets table's key. Its transaction is
-# rolled back whole, and by then the row exists, so logging again reuses it.
-DATASET_INPUT_ATTEMPTS = 3
 
 
 def _lost_dataset_race(err: Exception) -> bool:

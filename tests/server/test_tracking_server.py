@@ -60,14 +60,13 @@ def _retrain_worker(args: tuple[str, str, str, int, int]) -> dict:
     return run_retrain(TrainConfig(data=Path(data), epochs=epochs, seed=seed, **TINY_TRAIN))
 
 
-def _dataset_worker(args: tuple[str, str, str, str, float, int]) -> str:
+def _dataset_worker(args: tuple[str, str, str, str, float]) -> str:
     """One run that logs ``data`` as its input at the wall-clock instant ``at`` (so the writers collide)."""
     import mlflow
 
     from iac.commands import common
 
-    url, experiment_id, data, digest, at, attempts = args
-    common.DATASET_INPUT_ATTEMPTS = attempts
+    url, experiment_id, data, digest, at = args
     mlflow.set_tracking_uri(url)
     mlflow.set_experiment(experiment_id=experiment_id)
     with mlflow.start_run() as run:
@@ -145,8 +144,6 @@ def test_eight_concurrent_writers_lose_nothing(on_server, prepared):
 def test_runs_logging_the_same_new_dataset_at_once_all_log_it(on_server, prepared):
     import mlflow
 
-    from iac.commands.common import DATASET_INPUT_ATTEMPTS
-
     exp = _experiment("datasets")
     client = mlflow.MlflowClient()
     with _pool(WRITERS) as pool:
@@ -154,7 +151,7 @@ def test_runs_logging_the_same_new_dataset_at_once_all_log_it(on_server, prepare
         for _ in range(DATASET_ROUNDS):  # the race window is short: collide several times
             digest = f"{time.time_ns():036d}"  # new to the server: every writer finds it missing
             at = time.time() + 1
-            run_ids = pool.map(_dataset_worker, [(on_server.url, exp, str(prepared), digest, at, DATASET_INPUT_ATTEMPTS)] * WRITERS)
+            run_ids = pool.map(_dataset_worker, [(on_server.url, exp, str(prepared), digest, at)] * WRITERS)
             assert len(set(run_ids)) == WRITERS
             for run_id in run_ids:
                 run = client.get_run(run_id)
