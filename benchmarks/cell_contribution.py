@@ -6,7 +6,7 @@ Usage (from the project root)::
         --data outputs/lth-v2/confirm/data models:/iac-unet-phantom-unet/14 ...
 
 For each registered U-Net with IAC skips it runs the middle slices of the last
-``--patients`` prepared cases through the network and reports, per skip level,
+``--patients`` test cases of the prepared data through the network and reports, per skip level,
 ``||proj(cell(skip, up))|| / ||inner(skip)||`` (the cell's share of what the
 decoder receives on that skip) and the mean absolute weight of the
 zero-initialised output projection ``proj``. Rows go to ``--out`` as JSON lines.
@@ -15,7 +15,6 @@ zero-initialised output projection ``proj``. Rows go to ``--out`` as JSON lines.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 from pathlib import Path
 
@@ -48,24 +47,29 @@ def contributions(net: torch.nn.Module, x: torch.Tensor) -> list[dict]:
 def main() -> None:
     import mlflow
 
+    from iac.commands.predict import load_predictor
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="+", help="registered U-Nets, models:/<name>/<version>")
     ap.add_argument("--store", type=Path, required=True, help="the MLflow SQLite store holding them")
-    ap.add_argument("--data", type=Path, required=True, help="prepared data folder (cases/<case>/image.npy)")
-    ap.add_argument("--patients", type=int, default=16, help="last N cases used")
+    ap.add_argument("--data", type=Path, required=True, help="the prepared data the models were trained on")
+    ap.add_argument("--patients", type=int, default=16, help="last N test cases used")
     ap.add_argument("--slices", type=int, default=8, help="middle slices per case")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/cell_contribution.jsonl"))
     args = ap.parse_args()
     if not args.store.is_file():
         raise SystemExit(f"--store {args.store}: no such file (expected an MLflow SQLite store)")
-    cases = sorted(glob.glob(str(args.data / "cases" / "*" / "image.npy")))[-args.patients:]
+    from iac.data.store import PreparedDataset
+
+    data = PreparedDataset(args.data)
+    cases = data.cases("test")[-args.patients:]
     if not cases:
-        raise SystemExit(f"--data {args.data}: no cases/<case>/image.npy found")
+        raise SystemExit(f"--data {args.data}: the prepared data has no test cases")
     vols = []
     for c in cases:
-        v = np.load(c)  # (C, Z, Y, X)
+        v = data.image(c.case_id)  # (C, Z, Y, X)
         mid, half = v.shape[1] // 2, args.slices // 2
-        vols.append(v[:, max(0, mid - half): mid + half].transpose(1, 0, 2, 3))
+        vols.append(np.asarray(v[:, max(0, mid - half): mid + half]).transpose(1, 0, 2, 3))
     x = torch.from_numpy(np.concatenate(vols)).float()
     uri = f"sqlite:///{args.store.resolve()}"
     mlflow.set_tracking_uri(uri)
@@ -74,7 +78,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as f:
         for model in args.models:
-            net = mlflow.pyfunc.load_model(model).unwrap_python_model().net.eval()
+            net = load_predictor(model, "cpu")[0].unwrap_python_model().net.eval()
             row = {"model": model, "store": str(args.store), "slices": int(x.shape[0]), "levels": contributions(net, x)}
             f.write(json.dumps(row) + "\n")
             print(model, " ".join(f"level {r['level']}: {100 * r['ratio']:.2f} %" for r in row["levels"]))
