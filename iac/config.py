@@ -221,6 +221,8 @@ class TrainConfig:
     dice_weight: float = 1.0  # weight of the Dice term in the Dice + cross-entropy loss
     ce_weight: float = 1.0  # weight of the cross-entropy term
     min_lr: float = 0.0  # final learning rate of the cosine schedule
+    # learning-rate multiplier of the implanted cells and their output projections (skip=iac)
+    implant_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         check_one_of("skip", self.skip, SKIPS)
@@ -228,7 +230,9 @@ class TrainConfig:
             raise ConfigError("genotype", "skip=iac needs a genotype (models:/iac-cell-..., runs:/<id> or a genotype.json path)")
         if self.skip != "iac" and self.genotype:
             raise ConfigError("genotype", f"is only used with skip=iac (skip={self.skip})")
-        for name in ("epochs", "lr", "batch_size", "val_every"):
+        if self.skip != "iac" and self.implant_lr_scale != 1.0:
+            raise ConfigError("implant_lr_scale", f"is only used with skip=iac (skip={self.skip}); leave it at 1")
+        for name in ("epochs", "lr", "batch_size", "val_every", "implant_lr_scale"):
             check_positive(name, getattr(self, name))
         for name in ("weight_decay", "min_lr", "num_workers", "dice_weight", "ce_weight"):
             check_positive(name, getattr(self, name), allow_zero=True)

@@ -91,6 +91,8 @@ ILL_CASES = [
     [TrainConfig, {"val_every": 0}, "val_every", POSITIVE],
     [TrainConfig, {"weight_decay": -1e-4}, "weight_decay", NON_NEGATIVE],
     [TrainConfig, {"min_lr": -1e-6}, "min_lr", NON_NEGATIVE],
+    [TrainConfig, {"skip": "iac", "genotype": "g.json", "implant_lr_scale": 0.0}, "implant_lr_scale", POSITIVE],
+    [TrainConfig, {"implant_lr_scale": 10.0}, "implant_lr_scale", "is only used with skip=iac"],
     [TrainConfig, {"num_workers": -1}, "num_workers", NON_NEGATIVE],
     [TrainConfig, {"ce_weight": -1.0}, "ce_weight", NON_NEGATIVE],
     [TrainConfig, {"dice_weight": 0.0, "ce_weight": 0.0}, "dice_weight", "cannot both be 0"],

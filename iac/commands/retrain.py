@@ -50,7 +50,7 @@ def _retrain(cfg: TrainConfig, extra_tags: dict[str, str] | None, resume_run: st
     pretrained = cfg.pretrained or cell_tags.get("pretrained") or None
     net, fresh = _network(cfg, data, genotype_json, pretrained)
     # Found and verified before the new run starts: a bad checkpoint stops here with one line.
-    point = find_resume_point(resume_run, tmp / "resume", CHECKPOINT_KEYS, lambda s: check_trainer_checkpoint(s, net))
+    point = find_resume_point(resume_run, tmp / "resume", CHECKPOINT_KEYS, lambda s: check_trainer_checkpoint(s, net, cfg.implant_lr_scale))
     backbone = registry_backbone_name(net.config["name"], net.config.get("preset", "small"))
     tags = {
         "dataset": data.name,
@@ -165,6 +165,8 @@ def _register(run_id: str, state, net, data, backbone: str, model_tags: dict[str
 @click.option("--lr", default=1e-3, show_default=True, type=float, help="AdamW learning rate.")
 @click.option("--weight-decay", default=1e-4, show_default=True, type=float)
 @click.option("--lr-schedule", default="cosine", show_default=True, help="cosine or constant.")
+@click.option("--implant-lr-scale", default=1.0, show_default=True, type=float,
+              help="With skip=iac: learning-rate multiplier of the implanted cells and their output projections.")
 @click.option("--batch-size", default=16, show_default=True, type=int)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--augment", type=click.BOOL, default=False, show_default=True, help="MONAI spatial and intensity augmentation (true/false).")
@@ -181,6 +183,8 @@ def retrain(**o: Any) -> None:
     setup_logging()
     nnunet = nnunet_values(o)
     if nnunet:  # the fold's trained 2-D nnU-Net with a cell, retrained with nnU-Net's loop
+        if o["implant_lr_scale"] != 1.0:
+            raise click.UsageError("--implant-lr-scale: not used with backbone=nnunet (nnU-Net's own loop trains it); leave it at 1")
         try:
             run_nnunet_retrain(o, nnunet)
         except ValueError as e:
@@ -196,6 +200,7 @@ def retrain(**o: Any) -> None:
         lr=o["lr"],
         weight_decay=o["weight_decay"],
         lr_schedule=o["lr_schedule"],
+        implant_lr_scale=o["implant_lr_scale"],
         batch_size=o["batch_size"],
         seed=o["seed"],
         augment=o["augment"],

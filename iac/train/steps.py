@@ -231,12 +231,43 @@ def run_epoch(
                       seconds=seconds, data_seconds=data_seconds)
 
 
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW over the model's trainable parameters."""
+def implanted_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters of the implanted cells and their output projections (not the skips they wrap)."""
+    from iac.nas.implant import IACSkip
+
+    found: dict[int, nn.Parameter] = {}
+    for mod in model.modules():
+        if isinstance(mod, IACSkip):
+            inner = {id(p) for p in mod.inner.parameters()}
+            found.update((id(p), p) for p in mod.parameters() if id(p) not in inner)
+    return list(found.values())
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float, implant_lr_scale: float = 1.0) -> torch.optim.AdamW:
+    """AdamW over the model's trainable parameters.
+
+    Args:
+        model: The network.
+        lr: Learning rate of every trainable parameter.
+        weight_decay: AdamW weight decay.
+        implant_lr_scale: With a value other than 1, the implanted cells and
+            their output projections (:func:`implanted_parameters`) form a
+            second parameter group at ``lr * implant_lr_scale``; with 1, one
+            group as before.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if implant_lr_scale <= 0:
+        raise ValueError(f"implant_lr_scale must be > 0, got {implant_lr_scale}")
+    if implant_lr_scale == 1.0:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    implanted = {id(p) for p in implanted_parameters(model) if p.requires_grad}
+    if not implanted:
+        raise ValueError(f"implant_lr_scale={implant_lr_scale} but the model has no trainable implanted cell")
+    groups = [{"params": [p for p in params if id(p) not in implanted]},
+              {"params": [p for p in params if id(p) in implanted], "lr": lr * implant_lr_scale}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, weight_decay=weight_decay)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int, min_lr: float = 0.0):

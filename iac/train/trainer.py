@@ -97,12 +97,14 @@ def _code_version() -> str:
     return iac.__version__
 
 
-def check_trainer_checkpoint(state: Mapping[str, Any], model: nn.Module) -> None:
+def check_trainer_checkpoint(state: Mapping[str, Any], model: nn.Module, implant_lr_scale: float | None = None) -> None:
     """Raise a one-line :class:`CheckpointError` unless ``state`` can continue training ``model``.
 
     Checks the kind, the format version (a checkpoint of another code version),
-    the keys, and that the network's tensors have the checkpoint's names and
-    shapes (a checkpoint of another network cannot be loaded).
+    the keys, that the network's tensors have the checkpoint's names and
+    shapes (a checkpoint of another network cannot be loaded), and, when
+    ``implant_lr_scale`` is given, that the checkpoint was trained with it (the
+    optimiser's parameter groups depend on it).
     """
     check_checkpoint_header(state, "training", _CHECKPOINT_KIND, _CHECKPOINT_VERSION, CHECKPOINT_KEYS,
                             "start afresh (resume='')")
@@ -112,6 +114,13 @@ def check_trainer_checkpoint(state: Mapping[str, Any], model: nn.Module) -> None
         diff = sorted(set(own) ^ set(saved)) or sorted(k for k in own if own[k] != saved[k])
         raise CheckpointError(
             f"the training checkpoint is of another network ({len(diff)} tensors differ, first {diff[0]!r}); "
+            "resume with the settings it was written with, or start afresh (resume='')"
+        )
+    saved_scale = float(state["settings"].get("implant_lr_scale", 1.0))  # written before the setting: 1
+    if implant_lr_scale is not None and saved_scale != float(implant_lr_scale):
+        raise CheckpointError(
+            f"the training checkpoint was trained with implant_lr_scale={saved_scale} and cannot continue with "
+            f"implant_lr_scale={float(implant_lr_scale)} (its optimiser has other parameter groups); "
             "resume with the settings it was written with, or start afresh (resume='')"
         )
 
@@ -132,6 +141,8 @@ class Trainer:
         epochs: Total epochs of the run.
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
+        implant_lr_scale: Learning-rate multiplier of the implanted cells and
+            their output projections (1: one rate for every parameter).
         lr_schedule: ``cosine`` (per step, down to ``min_lr``) or ``constant``.
         min_lr: Final cosine learning rate.
         batch_size: Slices per step.
@@ -163,6 +174,7 @@ class Trainer:
         weight_decay: float = 1e-4,
         lr_schedule: str = "cosine",
         min_lr: float = 0.0,
+        implant_lr_scale: float = 1.0,
         batch_size: int = 16,
         seed: int = 0,
         device: str | torch.device = "auto",
@@ -185,6 +197,7 @@ class Trainer:
         self.device = resolve_device(device)
         self.epochs, self.lr, self.weight_decay = int(epochs), float(lr), float(weight_decay)
         self.lr_schedule, self.min_lr = lr_schedule, float(min_lr)
+        self.implant_lr_scale = float(implant_lr_scale)
         self.batch_size, self.seed = int(batch_size), int(seed)
         self.amp, self.channels_last = bool(amp), bool(channels_last)
         self.deterministic = use_deterministic(self.device, deterministic)
@@ -203,7 +216,7 @@ class Trainer:
             train_data, self.batch_size, self.generator, num_workers=self.num_workers,
             max_slices=max_slices_per_epoch, pin_memory=self.device.type == "cuda",
         )
-        self.optimizer = make_optimizer(self.model, self.lr, self.weight_decay)
+        self.optimizer = make_optimizer(self.model, self.lr, self.weight_decay, self.implant_lr_scale)
         self.scheduler = make_scheduler(self.optimizer, lr_schedule, self.epochs * len(self.loader), self.min_lr)
         self.scaler = make_grad_scaler(self.device, self.amp)
 
@@ -224,7 +237,8 @@ class Trainer:
         """
         settings = dict(
             epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, lr_schedule=cfg.lr_schedule,
-            min_lr=getattr(cfg, "min_lr", 0.0), batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device,
+            min_lr=getattr(cfg, "min_lr", 0.0), implant_lr_scale=getattr(cfg, "implant_lr_scale", 1.0),
+            batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device,
             amp=cfg.amp, channels_last=cfg.channels_last, num_workers=cfg.num_workers, val_every=cfg.val_every,
             deterministic=getattr(cfg, "deterministic", False),
             max_slices_per_epoch=cfg.max_slices_per_epoch,
@@ -239,7 +253,8 @@ class Trainer:
     def _settings(self) -> dict[str, Any]:
         return {
             "epochs": self.epochs, "lr": self.lr, "weight_decay": self.weight_decay,
-            "lr_schedule": self.lr_schedule, "min_lr": self.min_lr, "batch_size": self.batch_size,
+            "lr_schedule": self.lr_schedule, "min_lr": self.min_lr, "implant_lr_scale": self.implant_lr_scale,
+            "batch_size": self.batch_size,
             "seed": self.seed, "max_slices_per_epoch": self.max_slices_per_epoch,
             "steps_per_epoch": len(self.loader),
         }
@@ -268,7 +283,7 @@ class Trainer:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict` (RNG states included)."""
-        check_trainer_checkpoint(state, self.model)
+        check_trainer_checkpoint(state, self.model, self.implant_lr_scale)
         saved = state.get("settings", {})
         for key in ("batch_size", "seed", "max_slices_per_epoch", "steps_per_epoch"):
             if key in saved and saved[key] != self._settings()[key]:

@@ -81,3 +81,52 @@ def test_create_skip_iac_uses_the_genotype():
                                  skip_kwargs={"genotype": GENOTYPE.to_dict()})
     assert all(isinstance(m, IACSkip) for m in net.skip_modules)
     assert net(torch.randn(2, 1, 16, 16)).shape == (2, 2, 16, 16)
+
+
+def _implanted(make_unet):
+    unet = make_unet()
+    implant(unet, lambda level, skip_ch, up_ch: make_iac_skip(level, skip_ch, up_ch, 2, GENOTYPE).cell)
+    return unet
+
+
+def test_implant_lr_scale_gives_the_cells_and_projections_their_own_group(make_unet):
+    from iac.train.steps import implanted_parameters, make_optimizer
+
+    unet = _implanted(make_unet)
+    assert len(make_optimizer(unet, 1e-3, 1e-4).param_groups) == 1  # scale 1: one rate as before
+    opt = make_optimizer(unet, 1e-3, 1e-4, implant_lr_scale=10.0)
+    backbone, cells = opt.param_groups
+    assert backbone["lr"] == 1e-3 and cells["lr"] == pytest.approx(1e-2)
+    expected = set()
+    for skip in unet.modules():
+        if isinstance(skip, IACSkip):
+            expected |= {id(p) for p in skip.cell.parameters()} | {id(p) for p in skip.proj.parameters()}
+    assert {id(p) for p in cells["params"]} == expected == {id(p) for p in implanted_parameters(unet)}
+    assert not expected & {id(p) for p in backbone["params"]}
+    assert len(backbone["params"]) + len(cells["params"]) == len(list(unet.parameters()))
+
+
+def test_a_larger_implant_lr_scale_moves_the_projection_further(make_unet, image):
+    from iac.train.steps import make_optimizer
+
+    moved = {}
+    for scale in (1.0, 10.0):
+        torch.manual_seed(0)
+        unet = _implanted(make_unet).train()
+        with torch.no_grad():
+            classes = unet(image).shape[1]
+        target = torch.randint(0, classes, (image.shape[0], *image.shape[2:]))
+        opt = make_optimizer(unet, 1e-3, 0.0, implant_lr_scale=scale)
+        for _ in range(3):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(unet(image), target).backward()
+            opt.step()
+        moved[scale] = sum(float(m.proj.weight.detach().abs().sum()) for m in unet.modules() if isinstance(m, IACSkip))
+    assert moved[10.0] > 5 * moved[1.0] > 0
+
+
+def test_no_implanted_cell_refuses_a_scale(make_unet):
+    from iac.train.steps import make_optimizer
+
+    with pytest.raises(ValueError, match="implant_lr_scale=10.0 but the model has no trainable implanted cell"):
+        make_optimizer(make_unet(), 1e-3, 1e-4, implant_lr_scale=10.0)
