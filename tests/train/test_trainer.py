@@ -197,3 +197,20 @@ def test_fit_from_train_config(tmp_path):
 def test_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Trainer(TinyNet(), ListDataset(make_slices(4)), progress=False, **kwargs)
+
+
+def test_a_checkpoint_resumes_only_with_its_implant_lr_scale(tmp_path):
+    from iac.train.checkpoint import CheckpointError
+    from iac.train.trainer import check_trainer_checkpoint
+
+    trainer = _trainer(tmp_path, epochs=1)
+    trainer.fit()
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["settings"]["implant_lr_scale"] == 1.0
+    check_trainer_checkpoint(state, trainer.model, 1.0)
+    with pytest.raises(CheckpointError, match=r"trained with implant_lr_scale=1.0 and cannot continue with implant_lr_scale=10.0"):
+        check_trainer_checkpoint(state, trainer.model, 10.0)
+    del state["settings"]["implant_lr_scale"]  # written before the setting existed: one rate, scale 1
+    check_trainer_checkpoint(state, trainer.model, 1.0)
+    with pytest.raises(CheckpointError, match="implant_lr_scale"):
+        check_trainer_checkpoint(state, trainer.model, 3.0)
