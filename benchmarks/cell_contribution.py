@@ -4,6 +4,7 @@ Usage (from the project root)::
 
     python benchmarks/cell_contribution.py --store outputs/lth-v2/confirm/mlflow.db \\
         --data outputs/lth-v2/confirm/data models:/iac-unet-phantom-unet/14 ...
+    python benchmarks/cell_contribution.py --store ... --data ... --arms benchmarks/results/.../arms.jsonl
 
 For each registered U-Net with IAC skips it runs the middle slices of the last
 ``--patients`` test cases of the prepared data through the network and reports, per skip level,
@@ -44,19 +45,55 @@ def contributions(net: torch.nn.Module, x: torch.Tensor) -> list[dict]:
     return sorted(rows, key=lambda r: r["level"])
 
 
+def search_supernet(run_id: str) -> torch.nn.Module:
+    """The supernet of a finished search run, from its last checkpoint (masks applied)."""
+    import mlflow
+
+    from iac import registry
+    from iac.nas.genotype import SearchSpace
+    from iac.nas.supernet import SearchNetwork
+    from iac.train.checkpoint import load_checkpoint
+
+    pretrained = mlflow.get_run(run_id).data.tags.get("pretrained")
+    if not pretrained:
+        raise SystemExit(f"--search-run {run_id}: the run has no `pretrained` tag (not a search run?)")
+    unet, _, _ = registry.load_unet(pretrained, device="cpu")
+    traj = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="trajectory.json")).read_text())
+    net = SearchNetwork(unet, SearchSpace.from_dict(traj["space"]))
+    state = load_checkpoint(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoints/last.pt"))
+    net.apply_masks(state["masks"])
+    net.load_state_dict(state["model"])
+    return net.eval()
+
+
 def main() -> None:
     import mlflow
 
     from iac.commands.predict import load_predictor
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("models", nargs="+", help="registered U-Nets, models:/<name>/<version>")
+    ap.add_argument("models", nargs="*", help="registered U-Nets, models:/<name>/<version>")
+    ap.add_argument("--arms", type=Path, default=None,
+                    help="also every retrained cell of this lth_speedup arms.jsonl (rows with a genotype or a search's cell)")
     ap.add_argument("--store", type=Path, required=True, help="the MLflow SQLite store holding them")
     ap.add_argument("--data", type=Path, required=True, help="the prepared data the models were trained on")
     ap.add_argument("--patients", type=int, default=16, help="last N test cases used")
     ap.add_argument("--slices", type=int, default=8, help="middle slices per case")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/cell_contribution.jsonl"))
+    ap.add_argument("--search-run", action="append", default=[], metavar="RUN_ID",
+                    help="also the supernet of this finished search run (its last checkpoint)")
     args = ap.parse_args()
+    labels = {m: m for m in args.models}
+    labels.update({f"search:{r}": f"search run {r}" for r in args.search_run})
+    if args.arms is not None:
+        if not args.arms.is_file():
+            raise SystemExit(f"--arms {args.arms}: no such file (expected an lth_speedup arms.jsonl)")
+        for line in args.arms.read_text().splitlines():
+            r = json.loads(line) if line.strip() else {}
+            if r.get("model_uri") and r.get("kind") in ("cell", "random", "control-truncated"):
+                labels.setdefault(r["model_uri"], f"{r['arm']}@{r.get('seed')}/t{r.get('train_seed', 0)}")
+    if not labels:
+        raise SystemExit("no models: name them or give --arms")
     if not args.store.is_file():
         raise SystemExit(f"--store {args.store}: no such file (expected an MLflow SQLite store)")
     from iac.data.store import PreparedDataset
@@ -77,11 +114,15 @@ def main() -> None:
     torch.set_num_threads(2)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as f:
-        for model in args.models:
-            net = load_predictor(model, "cpu")[0].unwrap_python_model().net.eval()
-            row = {"model": model, "store": str(args.store), "slices": int(x.shape[0]), "levels": contributions(net, x)}
+        for model, label in labels.items():
+            if model.startswith("search:"):
+                net = search_supernet(model.removeprefix("search:"))
+            else:
+                net = load_predictor(model, "cpu")[0].unwrap_python_model().net.eval()
+            row = {"model": model, "label": label, "store": str(args.store), "slices": int(x.shape[0]),
+                   "levels": contributions(net, x)}
             f.write(json.dumps(row) + "\n")
-            print(model, " ".join(f"level {r['level']}: {100 * r['ratio']:.2f} %" for r in row["levels"]))
+            print(label, model, " ".join(f"level {r['level']}: {100 * r['ratio']:.2f} %" for r in row["levels"]))
 
 
 if __name__ == "__main__":

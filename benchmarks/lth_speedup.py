@@ -65,7 +65,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-RESULTS = Path("benchmarks/results/lth_speedup_v2")
+DEFAULT_RESULTS = Path("benchmarks/results/lth_speedup_v2")
+RESULTS = DEFAULT_RESULTS
 WORK = Path("outputs/lth-v2")
 COHORT_SEEDS = {"calibrate": 101, "confirm": 202}
 
@@ -87,9 +88,18 @@ class Design:
     cell_channels: int = 8  # the search space's cell width, shrunk for CPUs
     max_slices_per_epoch: int | None = 160  # caps the epoch (and the search's halves) to fit 2 CPU cores
     check_every: int = 10  # architecture steps between two stability checks
+    # Learning-rate multiplier of the implanted cells and their projections in every cell retraining
+    # (TrainConfig.implant_lr_scale). Added after confirmatory seed 0 (docs/benchmarks.md, "Retraining
+    # amendment"); rows written before the field have 1.0.
+    implant_lr_scale: float = 1.0
 
 
 DESIGN = Design()
+# Design fields added after rows were written, with the value those rows ran with.
+LEGACY_DESIGN = {"implant_lr_scale": 1.0}
+# Fields that change only the retrainings: searches and replays of two designs differing in these alone
+# are the same runs, so an amended retraining can reuse them (`run --searches-from`).
+RETRAIN_FIELDS = ("retrain_epochs", "retrain_lr", "retrain_seeds", "implant_lr_scale")
 # Stop-rule settings per criterion: the defaults on the calibration cohort; on the confirmatory
 # cohort the choice written by `calibrate` (calibrate/calibration.json) replaces them.
 CRITERIA: dict[str, dict[str, Any]] = {
@@ -105,10 +115,14 @@ def results_dir(cohort: str) -> Path:
     return RESULTS / cohort
 
 
-def read_arms(cohort: str) -> list[dict[str, Any]]:
-    """The finished arms of a cohort (one dict per JSON line)."""
-    path = results_dir(cohort) / "arms.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+def read_arms(cohort: str, results: Path | None = None) -> list[dict[str, Any]]:
+    """The finished arms of a cohort (one dict per JSON line), each design completed by :data:`LEGACY_DESIGN`."""
+    path = (results / cohort if results is not None else results_dir(cohort)) / "arms.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    for r in rows:
+        if "design" in r:
+            r["design"] = {**LEGACY_DESIGN, **r["design"]}
+    return rows
 
 
 def arm_key(row: dict[str, Any]) -> str:
@@ -197,6 +211,8 @@ class Bench:
         import mlflow
 
         filt = f"tags.step = '{step}' and tags.bench_arm = '{arm}' and attributes.status != 'FINISHED'"
+        if RESULTS != DEFAULT_RESULTS:  # another results folder in the same store: its own runs only
+            filt += f" and tags.bench_results = '{RESULTS.as_posix()}'"
         if seed is not None:
             filt += f" and tags.bench_seed = '{seed}'"
         if train_seed is not None:
@@ -218,7 +234,7 @@ class Bench:
         cfg = TrainConfig(data=self.data, epochs=d.baseline_epochs, lr=d.baseline_lr, seed=0, device=self.device,
                           max_slices_per_epoch=d.max_slices_per_epoch)
         start = time.perf_counter()
-        out = run_retrain(cfg, {"bench_arm": "baseline"},
+        out = run_retrain(cfg, {"bench_arm": "baseline", "bench_results": RESULTS.as_posix()},
                           resume_run=self.unfinished_run("retrain", "baseline", None))
         row = {"arm": "baseline", "seed": None, "model_uri": out["model_uri"], "run_id": out["run_id"],
                "seconds": time.perf_counter() - start, **_plateau(out["run_id"])}
@@ -242,11 +258,11 @@ class Bench:
                 rows.append(self.done[key])
                 continue
             base = self.baseline()
-            kwargs = {"skip": "iac", "genotype": genotype} if genotype else {}
+            kwargs = {"skip": "iac", "genotype": genotype, "implant_lr_scale": d.implant_lr_scale} if genotype else {}
             cfg = TrainConfig(data=self.data, epochs=d.retrain_epochs, lr=d.retrain_lr, seed=train_seed,
                               device=self.device, pretrained=base["model_uri"],
                               max_slices_per_epoch=d.max_slices_per_epoch, **kwargs)
-            tags = {"bench_arm": arm, "bench_train_seed": str(train_seed),
+            tags = {"bench_arm": arm, "bench_train_seed": str(train_seed), "bench_results": RESULTS.as_posix(),
                     **({"bench_seed": str(seed)} if seed is not None else {})}
             start = time.perf_counter()
             out = run_retrain(cfg, tags, resume_run=self.unfinished_run("retrain", arm, seed, train_seed))
@@ -333,7 +349,7 @@ class Bench:
                            cell_channels=d.cell_channels, device=self.device, check_every=d.check_every,
                            max_slices_per_epoch=d.max_slices_per_epoch)
         stab = StabilityConfig(**CRITERIA[criterion]) if criterion else None
-        tags = {"bench_arm": arm, "bench_seed": str(seed)}
+        tags = {"bench_arm": arm, "bench_seed": str(seed), "bench_results": RESULTS.as_posix()}
         out = run_search_step(cfg, method, stab, tags, resume_run=self.unfinished_run(f"search_{method}", arm, seed))
         metrics = mlflow.get_run(out["run_id"]).data.metrics
         traj = json.loads(Path(mlflow.artifacts.download_artifacts(
@@ -376,6 +392,36 @@ def _first_pruning_epoch(traj: dict[str, Any]) -> int | None:
     return min(epochs) if epochs else None
 
 
+def reuse_searches(bench: Bench, source: Path, seed: int) -> None:
+    """Record ``source``'s baseline and this seed's searches and replays under the current design.
+
+    Only allowed when the two designs differ in :data:`RETRAIN_FIELDS` alone:
+    then the baseline, the searches and the replays are the same runs (same
+    store, same prepared cohort), and only the retrainings are done again.
+    """
+    if source.resolve() == RESULTS.resolve():
+        raise SystemExit(f"--searches-from {source}: that is the results folder being written (--results)")
+    rows = read_arms(bench.cohort, source)
+    if not rows:
+        raise SystemExit(f"--searches-from {source}: no finished arms in {source / bench.cohort / 'arms.jsonl'}")
+    own = asdict(DESIGN)
+    wanted = [r for r in rows if r["arm"] == "baseline"
+              or (r.get("seed") == seed and r.get("kind") in ("search", "replay"))]
+    for r in wanted:
+        differ = sorted(k for k in set(own) | set(r["design"])
+                        if k not in RETRAIN_FIELDS and own.get(k) != r["design"].get(k))
+        if differ:
+            raise SystemExit(f"--searches-from {source}: {arm_key(r)} ran under another design "
+                             f"({', '.join(differ)} differ); only {', '.join(RETRAIN_FIELDS)} may")
+        if r["data_fingerprint"] != bench.fingerprint:
+            raise SystemExit(f"--searches-from {source}: {arm_key(r)} ran on other data (fingerprint differs)")
+    if not any(r["arm"] == "full" and r.get("seed") == seed for r in wanted):
+        raise SystemExit(f"--searches-from {source}: seed {seed}'s full search is not finished there")
+    for r in wanted:
+        if arm_key(r) not in bench.done:
+            bench.record({**_payload(r), "searches_from": source.as_posix()})
+
+
 def run(args: argparse.Namespace) -> None:
     """The arms of one search seed, one after another."""
     import numpy as np
@@ -383,8 +429,8 @@ def run(args: argparse.Namespace) -> None:
     from iac.config import SearchConfig
     from iac.nas.genotype import Genotype, SearchSpace, random_genotype
 
-    if args.cohort == "confirm":
-        calib = results_dir("calibrate") / "calibration.json"
+    if args.cohort == "confirm":  # an amended retraining keeps the calibration of the searches it reuses
+        calib = (args.searches_from or RESULTS) / "calibrate" / "calibration.json"
         if not calib.is_file():
             raise SystemExit(f"the confirmatory cohort runs with the calibrated stop rule; {calib} is missing "
                              "(run the calibration cohort's full search and `calibrate` first)")
@@ -392,6 +438,8 @@ def run(args: argparse.Namespace) -> None:
         for criterion, settings in chosen.items():
             CRITERIA[criterion] = {"criterion": criterion, **settings}
     bench = Bench(args.cohort, args.threads, args.device, args.work, args.epochs)
+    if args.searches_from is not None:
+        reuse_searches(bench, args.searches_from, args.seed)
     wanted = args.arms.split(",")
     criteria = [c for c in args.criteria.split(",") if c]
     bench.baseline()
@@ -882,14 +930,17 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=WORK, help="MLflow store, prepared cohort and checkpoints")
     p.add_argument("--design", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a field of the frozen design (trial runs only; every row records its design)")
-    p.add_argument("--results", type=Path, default=Path("benchmarks/results/lth_speedup_v2"), help="folder of the results (one subfolder per cohort)")
+    p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="folder of the results (one subfolder per cohort)")
+    p.add_argument("--searches-from", type=Path, default=None, metavar="RESULTS",
+                   help="reuse the baseline, searches and replays of this seed from another results folder whose "
+                        "design differs only in the retraining fields (an amended retraining; same --work)")
     c = sub.add_parser("calibrate", help="replay the criteria's grids on the calibration full search and choose")
     c.add_argument("--seed", type=int, default=0, help="search seed of the calibration full search")
     c.add_argument("--work", type=Path, default=WORK)
-    c.add_argument("--results", type=Path, default=Path("benchmarks/results/lth_speedup_v2"))
+    c.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     s = sub.add_parser("summary", help="tables, statistics and the figure of a cohort")
     s.add_argument("--cohort", choices=sorted(COHORT_SEEDS), default="confirm")
-    s.add_argument("--results", type=Path, default=Path("benchmarks/results/lth_speedup_v2"), help="folder of the results (one subfolder per cohort)")
+    s.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="folder of the results (one subfolder per cohort)")
     s.add_argument("--ni-margin", type=float, default=0.01, help="non-inferiority margin (Dice, 0.01 = 1 point)")
     s.add_argument("--superiority-margin", type=float, default=0.01,
                    help="how much the full-search cell must beat its controls by (Dice)")

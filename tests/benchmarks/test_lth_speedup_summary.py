@@ -176,3 +176,65 @@ def test_the_default_criterion_is_one_that_finds_the_full_searchs_cell(bench):
     assert bench.default_criterion({"js": _replayed("js", {}, 90, 7), "sequential": slow_and_right}) == "js"
     assert bench.default_criterion({"js": fast_but_wrong, "sequential": _replayed("sequential", {}, 200, 5)}) == "sequential"
     assert bench.default_criterion({"js": _replayed("js", {}, 90, 7), "sequential": _replayed("sequential", {}, 90, 7)}) == "js"
+
+
+def _write(folder: Path, rows) -> None:
+    (folder / "confirm").mkdir(parents=True)
+    (folder / "confirm" / "arms.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_rows_written_before_a_design_field_read_with_the_value_they_ran_with(bench, tmp_path):
+    rows, _, _ = _rows()
+    for r in rows[::2]:  # half written after implant_lr_scale existed, at the value the others ran with
+        r["design"] = {**r["design"], "implant_lr_scale": 1.0}
+    _write(tmp_path / "same", rows)
+    bench.RESULTS = tmp_path / "same"
+    bench.summarize(Namespace(cohort="confirm", ni_margin=0.01, superiority_margin=0.01))
+    assert json.loads((tmp_path / "same" / "confirm" / "summary.json").read_text())["design"]["implant_lr_scale"] == 1.0
+    rows[0]["design"] = {**rows[0]["design"], "implant_lr_scale": 10.0}
+    _write(tmp_path / "mixed", rows)
+    bench.RESULTS = tmp_path / "mixed"
+    with pytest.raises(SystemExit, match="mixes 2 designs"):
+        bench.summarize(Namespace(cohort="confirm", ni_margin=0.01, superiority_margin=0.01))
+
+
+def test_an_amended_retraining_reuses_the_searches_and_nothing_else(bench, tmp_path, monkeypatch):
+    from dataclasses import asdict, replace
+    from types import SimpleNamespace
+
+    frozen = {k: v for k, v in asdict(bench.Design()).items() if k != "implant_lr_scale"}  # written before the field
+    rows, _, _ = _rows()
+    rows.append({"arm": "replay-js", "seed": 0, "kind": "replay", "stopped": True, "epochs_run": 50})
+    for r in rows:
+        r.update(design=frozen, data_fingerprint="abc", cohort="confirm")
+    _write(tmp_path / "v2", rows)
+    monkeypatch.setattr(bench, "DESIGN", replace(bench.Design(), implant_lr_scale=10.0))
+    monkeypatch.setattr(bench, "RESULTS", tmp_path / "amended")
+    (tmp_path / "amended" / "confirm").mkdir(parents=True)
+
+    def fresh_bench(fingerprint="abc"):
+        b = SimpleNamespace(cohort="confirm", fingerprint=fingerprint, done={})
+        b.record = lambda row: bench.Bench.record(b, row)
+        return b
+
+    b = fresh_bench()
+    bench.reuse_searches(b, tmp_path / "v2", seed=0)
+    assert sorted(b.done) == ["baseline", "full@0", "lth-js@0", "replay-js@0"]  # no cell, control or random
+    written = bench.read_arms("confirm")
+    assert {r["design"]["implant_lr_scale"] for r in written} == {10.0}
+    assert all(r["searches_from"] == (tmp_path / "v2").as_posix() for r in written)
+    source_full = next(r for r in rows if r["arm"] == "full" and r["seed"] == 0)
+    assert b.done["full@0"]["genotype"] == source_full["genotype"]
+    # a second call records nothing twice
+    bench.reuse_searches(b, tmp_path / "v2", seed=0)
+    assert len(bench.read_arms("confirm")) == 4
+    # searches of another design (a field outside the retraining) or other data are refused
+    with pytest.raises(SystemExit, match="other data"):
+        bench.reuse_searches(fresh_bench("other"), tmp_path / "v2", seed=0)
+    for r in rows:
+        r["design"] = {**frozen, "size": 32}
+    _write(tmp_path / "v2-small", rows)
+    with pytest.raises(SystemExit, match=r"ran under another design \(size differ\)"):
+        bench.reuse_searches(fresh_bench(), tmp_path / "v2-small", seed=0)
+    with pytest.raises(SystemExit, match="seed 5's full search is not finished"):
+        bench.reuse_searches(fresh_bench(), tmp_path / "v2", seed=5)
