@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from iac.config import BUDGETS, MainConfig
+from iac.config import BUDGETS, MainConfig, TrainConfig
 from iac.study.budget import resolve_budget
 
 
@@ -45,7 +45,10 @@ def test_the_study_budget_is_the_headline_benchmarks_frozen_design():
              "baseline_lr": "baseline_lr", "retrain_epochs": "extra_epochs", "retrain_lr": "extra_lr",
              "cell_channels": "cell_channels", "max_slices_per_epoch": "max_slices_per_epoch",
              "check_every": "check_every"}
-    assert {f.name for f in dataclasses.fields(design)} - set(pairs) == {"backbone_preset", "retrain_seeds"}
+    assert {f.name for f in dataclasses.fields(design)} - set(pairs) == {"backbone_preset", "retrain_seeds",
+                                                                         "implant_lr_scale"}
+    # not a budget setting: main's retrainings use TrainConfig's default, the frozen design's value
+    assert design.implant_lr_scale == TrainConfig(skip="iac", genotype="g.json").implant_lr_scale
     for field, budget_field in pairs.items():
         assert getattr(study, budget_field) == getattr(design, field), field
     assert study.phantom_variant == "testbed" and study.search_epochs == 200  # the paper's full search
