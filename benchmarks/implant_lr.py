@@ -78,6 +78,13 @@ def _folder(scale: float) -> Path:
     return OUT / f"x{scale:g}"
 
 
+def _measured(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """Per model URI, the levels ``cell_contribution.py`` wrote to ``path`` (empty when not measured yet)."""
+    if not path.is_file():
+        return {}
+    return {r["model"]: r["levels"] for r in map(json.loads, path.read_text().splitlines()) if r}
+
+
 def run_scale(scale: float, threads: int) -> dict[str, Any]:
     """Retrain and measure one scale (finished arms and measurements are reused)."""
     folder = _folder(scale)
@@ -90,9 +97,7 @@ def run_scale(scale: float, threads: int) -> dict[str, Any]:
     )
     rows = [json.loads(line) for line in (folder / "calibrate" / "arms.jsonl").read_text().splitlines() if line.strip()]
     measured = folder / "contribution.jsonl"
-    done = {}
-    if measured.is_file():
-        done = {r["model"]: r["levels"] for r in map(json.loads, measured.read_text().splitlines())}
+    done = _measured(measured)
     if any(r.get("kind") in CELL_KINDS and r["model_uri"] not in done for r in rows):
         measured.unlink(missing_ok=True)
         subprocess.run(
@@ -101,7 +106,7 @@ def run_scale(scale: float, threads: int) -> dict[str, Any]:
              "--arms", str(folder / "calibrate" / "arms.jsonl"), "--out", str(measured)],
             check=True,
         )
-        done = {r["model"]: r["levels"] for r in map(json.loads, measured.read_text().splitlines())}
+        done = _measured(measured)
     return scale_figures(rows, done)
 
 

@@ -117,7 +117,7 @@ def results_dir(cohort: str) -> Path:
 
 def read_arms(cohort: str, results: Path | None = None) -> list[dict[str, Any]]:
     """The finished arms of a cohort (one dict per JSON line), each design completed by :data:`LEGACY_DESIGN`."""
-    path = (results / cohort if results is not None else results_dir(cohort)) / "arms.jsonl"
+    path = (results or RESULTS) / cohort / "arms.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
     for r in rows:
         if "design" in r:

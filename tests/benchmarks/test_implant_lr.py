@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def rule():
-    spec = importlib.util.spec_from_file_location("implant_lr_bench", ROOT / "benchmarks" / "implant_lr.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def rule(load_benchmark):
+    return load_benchmark("implant_lr.py", "implant_lr_bench")
 
 
 def _rows(dice):

@@ -7,25 +7,17 @@ retrainings, evaluations) on 14 patients of the calibration cohort's seed at
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from argparse import Namespace
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture
-def bench(tmp_path, monkeypatch):
+def bench(tmp_path, monkeypatch, load_benchmark):
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    spec = importlib.util.spec_from_file_location("lth_speedup_run", ROOT / "benchmarks" / "lth_speedup.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = load_benchmark("lth_speedup.py", "lth_speedup_run")
     module.RESULTS = tmp_path / "results"
     module.DESIGN = replace(module.DESIGN, patients=14, size=32, baseline_epochs=1, retrain_epochs=1, retrain_seeds=2,
                             max_slices_per_epoch=16, check_every=1, val_fraction=0.15, test_fraction=0.3)
@@ -36,7 +28,7 @@ def bench(tmp_path, monkeypatch):
 
 def test_an_odd_seed_runs_every_arm_once_and_skips_a_rule_that_would_repeat_the_full_search(bench, tmp_path):
     args = Namespace(cohort="calibrate", seed=1, arms="shared,full,lth,retrain", criteria="js-paper,js", random=1,
-                     epochs=4, threads=1, device="cpu", work=tmp_path / "work")
+                     epochs=4, threads=1, device="cpu", work=tmp_path / "work", searches_from=None)
     bench.run(args)
     path = tmp_path / "results" / "calibrate" / "arms.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()]

@@ -8,10 +8,8 @@ known differences go in, and the figures that come out are checked against
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from argparse import Namespace
 from pathlib import Path
 
@@ -23,16 +21,10 @@ from iac.nas.agreement import agreement
 from iac.nas.genotype import SearchSpace, random_genotype
 from iac.stats.tests import noninferiority_test
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("lth_speedup_bench", ROOT / "benchmarks" / "lth_speedup.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("lth_speedup.py", "lth_speedup_bench")
 
 
 def _rows():
