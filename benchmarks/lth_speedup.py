@@ -38,7 +38,11 @@ Each finished arm appends one JSON line to
 ``benchmarks/results/lth_speedup_v2/<cohort>/arms.jsonl`` (per-patient Dice,
 timings, genotype); a rerun skips the arms found there, and an interrupted
 search or retraining is resumed from the checkpoint of its MLflow run (its time
-is then the sum of its per-epoch times, as ``search_seconds`` always is).
+is then the sum of its per-epoch times, as ``search_seconds`` always is). On a
+machine whose ``--work`` store lacks the recorded runs, the remaining
+retrainings still run: the baseline is trained again and must reproduce the
+recorded per-patient test Dice (``rebuilds.jsonl`` records the check), and each
+searched cell is retrained from the genotype its row records.
 
 ``summary`` reads those lines and writes ``summary.json``, ``tables.md`` and
 ``lth_speedup.png`` next to them: speed-up per seed and its geometric mean,
@@ -69,6 +73,9 @@ DEFAULT_RESULTS = Path("benchmarks/results/lth_speedup_v2")
 RESULTS = DEFAULT_RESULTS
 WORK = Path("outputs/lth-v2")
 COHORT_SEEDS = {"calibrate": 101, "confirm": 202}
+# Largest per-patient test-Dice difference allowed between a rebuilt baseline and the recorded one
+# (Bench.base_uri); CPU training is deterministic, so a rebuild is expected to match exactly.
+REBUILD_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -191,6 +198,7 @@ class Bench:
         self.data = Path(prep.root)
         self.fingerprint = prep.fingerprint
         self.done = {arm_key(r): r for r in read_arms(cohort)}
+        self._rebuilt: str | None = None  # the baseline trained again where the store lost it (base_uri)
 
     # -- bookkeeping -------------------------------------------------------------------------------
 
@@ -223,16 +231,20 @@ class Bench:
 
     # -- arms --------------------------------------------------------------------------------------
 
+    def _baseline_config(self):
+        from iac.config import TrainConfig
+
+        d = DESIGN
+        return TrainConfig(data=self.data, epochs=d.baseline_epochs, lr=d.baseline_lr, seed=0, device=self.device,
+                           max_slices_per_epoch=d.max_slices_per_epoch)
+
     def baseline(self) -> dict[str, Any]:
         """The plateaued baseline U-Net (shared by every seed)."""
         if "baseline" in self.done:
             return self.done["baseline"]
         from iac.commands.retrain import run_retrain
-        from iac.config import TrainConfig
 
-        d = DESIGN
-        cfg = TrainConfig(data=self.data, epochs=d.baseline_epochs, lr=d.baseline_lr, seed=0, device=self.device,
-                          max_slices_per_epoch=d.max_slices_per_epoch)
+        cfg = self._baseline_config()
         start = time.perf_counter()
         out = run_retrain(cfg, {"bench_arm": "baseline", "bench_results": RESULTS.as_posix()},
                           resume_run=self.unfinished_run("retrain", "baseline", None))
@@ -240,6 +252,85 @@ class Bench:
                "seconds": time.perf_counter() - start, **_plateau(out["run_id"])}
         row.update(self.evaluate(out["model_uri"]))
         return self.record(row)
+
+    # -- a store that lost the recorded runs ------------------------------------------------------------
+
+    def in_store(self, run_id: str | None) -> bool:
+        """Whether the run ``run_id`` is in this work folder's MLflow store."""
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        if not run_id:
+            return False
+        try:
+            mlflow.get_run(run_id)
+        except MlflowException:
+            return False
+        return True
+
+    def base_uri(self) -> str:
+        """The baseline's model URI in this store.
+
+        Where the store no longer holds the recorded baseline (another machine,
+        or ``--work`` deleted), the baseline is trained again with its recorded
+        configuration and must reproduce the recorded per-patient test Dice
+        (training is deterministic on the CPU) before anything is retrained from
+        it; each such rebuild is appended to ``rebuilds.jsonl`` next to the arms.
+        """
+        row = self.baseline()
+        if self.in_store(row["run_id"]):
+            return row["model_uri"]
+        if self._rebuilt is None:
+            self._rebuilt = self._rebuild_baseline(row)
+        return self._rebuilt
+
+    def _rebuild_baseline(self, row: dict[str, Any]) -> str:
+        import mlflow
+
+        from iac.commands.retrain import run_retrain
+
+        if row.get("data_fingerprint") != self.fingerprint:
+            raise SystemExit(f"the recorded baseline ({row['run_id']}) ran on other data than {self.data} "
+                             "(fingerprint differs): it cannot be rebuilt here")
+        filt = (f"tags.step = 'retrain' and tags.bench_rebuild_of = '{row['run_id']}' "
+                "and attributes.status = 'FINISHED'")
+        done = mlflow.search_runs(search_all_experiments=True, filter_string=filt, max_results=1, output_format="list")
+        if done and done[0].data.tags.get("bench_model_uri"):
+            return done[0].data.tags["bench_model_uri"]
+        print(f"the store lacks the recorded baseline {row['run_id']}: training it again", flush=True)
+        tags = {"bench_arm": "baseline-rebuild", "bench_rebuild_of": row["run_id"], "bench_results": RESULTS.as_posix()}
+        start = time.perf_counter()
+        out = run_retrain(self._baseline_config(), tags, resume_run=self.unfinished_run("retrain", "baseline-rebuild", None))
+        ev = self.evaluate(out["model_uri"])
+        patients = sorted(row["patient_dice"])
+        if sorted(ev["patient_dice"]) != patients:
+            raise SystemExit("the rebuilt baseline was evaluated on other test patients than the recorded one")
+        diff = max(abs(ev["patient_dice"][p] - row["patient_dice"][p]) for p in patients)
+        entry = {"arm": "baseline", "of_run_id": row["run_id"], "run_id": out["run_id"], "model_uri": out["model_uri"],
+                 "store": os.environ["MLFLOW_TRACKING_URI"], "seconds": time.perf_counter() - start,
+                 "test_dice": ev["test_dice"], "recorded_test_dice": row["test_dice"],
+                 "max_patient_dice_difference": diff, "matches": diff <= REBUILD_TOLERANCE,
+                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        with (results_dir(self.cohort) / "rebuilds.jsonl").open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+        if not entry["matches"]:
+            raise SystemExit(f"the rebuilt baseline does not reproduce the recorded one (per-patient test Dice differ "
+                             f"by up to {diff:.3g}, more than {REBUILD_TOLERANCE:g}): the cohort's remaining arms "
+                             "cannot be retrained from it; see rebuilds.jsonl")
+        mlflow.MlflowClient().set_tag(out["run_id"], "bench_model_uri", out["model_uri"])
+        print(f"rebuilt baseline reproduces the recorded test Dice ({ev['test_dice']:.4f}; "
+              f"largest per-patient difference {diff:.2g})", flush=True)
+        return out["model_uri"]
+
+    def cell(self, row: dict[str, Any]) -> str:
+        """A search arm's cell: its registered URI, or, where the store lost the search, its recorded genotype."""
+        if self.in_store(row["run_id"]):
+            return row["cell_uri"]
+        from iac.nas.genotype import Genotype
+
+        path = self.work / f"{row['arm']}-seed{row['seed']}-genotype.json"
+        path.write_text(Genotype.from_dict(row["genotype"]).to_json())
+        return str(path)
 
     def retrain(self, arm: str, seed: int | None, genotype: str | None, extra: dict[str, Any]) -> list[dict[str, Any]]:
         """Retrain the baseline with ``genotype`` (a cell URI or file; None: identity skips) and evaluate it.
@@ -257,10 +348,9 @@ class Bench:
             if key in self.done:
                 rows.append(self.done[key])
                 continue
-            base = self.baseline()
             kwargs = {"skip": "iac", "genotype": genotype, "implant_lr_scale": d.implant_lr_scale} if genotype else {}
             cfg = TrainConfig(data=self.data, epochs=d.retrain_epochs, lr=d.retrain_lr, seed=train_seed,
-                              device=self.device, pretrained=base["model_uri"],
+                              device=self.device, pretrained=self.base_uri(),
                               max_slices_per_epoch=d.max_slices_per_epoch, **kwargs)
             tags = {"bench_arm": arm, "bench_train_seed": str(train_seed), "bench_results": RESULTS.as_posix(),
                     **({"bench_seed": str(seed)} if seed is not None else {})}
@@ -344,8 +434,7 @@ class Bench:
         from iac.config import SearchConfig, StabilityConfig
 
         d = DESIGN
-        base = self.baseline()
-        cfg = SearchConfig(data=self.data, epochs=self.epochs, pretrained=base["model_uri"], seed=seed,
+        cfg = SearchConfig(data=self.data, epochs=self.epochs, pretrained=self.base_uri(), seed=seed,
                            cell_channels=d.cell_channels, device=self.device, check_every=d.check_every,
                            max_slices_per_epoch=d.max_slices_per_epoch)
         stab = StabilityConfig(**CRITERIA[criterion]) if criterion else None
@@ -472,7 +561,7 @@ def run(args: argparse.Namespace) -> None:
         return
     full = bench.done.get(f"full@{args.seed}")
     if full:
-        bench.retrain("full-cell", args.seed, full["cell_uri"], {"kind": "cell", "of": "full"})
+        bench.retrain("full-cell", args.seed, bench.cell(full), {"kind": "cell", "of": "full"})
     for criterion in criteria:
         lth = bench.done.get(f"lth-{criterion}@{args.seed}")
         if not lth:
@@ -480,7 +569,7 @@ def run(args: argparse.Namespace) -> None:
         if lth.get("identical_to_full"):
             bench.copy_arm("full-cell", f"lth-{criterion}-cell", args.seed, {"kind": "cell", "of": f"lth-{criterion}"})
         else:
-            bench.retrain(f"lth-{criterion}-cell", args.seed, lth["cell_uri"], {"kind": "cell", "of": f"lth-{criterion}"})
+            bench.retrain(f"lth-{criterion}-cell", args.seed, bench.cell(lth), {"kind": "cell", "of": f"lth-{criterion}"})
         if full:
             stop = lth["epochs_run"]  # the control: the full search's genotype after as many epochs
             g = Genotype.from_dict(full["epoch_genotypes"][stop - 1])

@@ -52,3 +52,40 @@ def test_an_odd_seed_runs_every_arm_once_and_skips_a_rule_that_would_repeat_the_
     # a rerun finds every arm done and adds nothing
     bench.run(args)
     assert len(path.read_text().splitlines()) == len(rows)
+
+
+def test_a_lost_store_is_rebuilt_and_retrains_the_recorded_cells_to_the_same_dice(bench, tmp_path):
+    args = Namespace(cohort="calibrate", seed=0, arms="full,retrain", criteria="", random=0,
+                     epochs=2, threads=1, device="cpu", work=tmp_path / "work", searches_from=None)
+    bench.run(args)
+    path = tmp_path / "results" / "calibrate" / "arms.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    cells = [r for r in rows if r["arm"] == "full-cell"]
+    assert len(cells) == 2
+    # the store is gone (another machine) and the retrainings are still to do
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows if r["arm"] != "full-cell"))
+    bench.run(Namespace(**{**vars(args), "work": tmp_path / "elsewhere"}))
+    rebuilds = [json.loads(line) for line in (path.parent / "rebuilds.jsonl").read_text().splitlines()]
+    assert len(rebuilds) == 1 and rebuilds[0]["matches"] and rebuilds[0]["max_patient_dice_difference"] == 0.0
+    again = [json.loads(line) for line in path.read_text().splitlines() if json.loads(line)["arm"] == "full-cell"]
+    # retrained from the rebuilt baseline and the recorded genotype: the same Dice as from the lost runs
+    assert [r["patient_dice"] for r in again] == [r["patient_dice"] for r in cells]
+    assert all(r["run_id"] not in {c["run_id"] for c in cells} for r in again)
+
+
+def test_a_rebuilt_baseline_that_differs_from_the_recorded_one_stops_the_run(bench, tmp_path):
+    args = Namespace(cohort="calibrate", seed=0, arms="full", criteria="", random=0,
+                     epochs=1, threads=1, device="cpu", work=tmp_path / "work", searches_from=None)
+    bench.run(args)
+    path = tmp_path / "results" / "calibrate" / "arms.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    base = next(r for r in rows if r["arm"] == "baseline")
+    first = sorted(base["patient_dice"])[0]
+    base["patient_dice"][first] += 0.01  # as if recorded from other weights
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(SystemExit, match="does not reproduce the recorded one"):
+        bench.run(Namespace(**{**vars(args), "arms": "retrain", "work": tmp_path / "elsewhere"}))
+    rebuild = json.loads((path.parent / "rebuilds.jsonl").read_text())
+    assert not rebuild["matches"] and rebuild["max_patient_dice_difference"] == pytest.approx(0.01)
+    # nothing was retrained from it
+    assert len(path.read_text().splitlines()) == len(rows)
