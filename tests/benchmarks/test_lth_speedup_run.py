@@ -8,6 +8,7 @@ retrainings, evaluations) on 14 patients of the calibration cohort's seed at
 from __future__ import annotations
 
 import json
+import shutil
 from argparse import Namespace
 from dataclasses import replace
 
@@ -54,38 +55,72 @@ def test_an_odd_seed_runs_every_arm_once_and_skips_a_rule_that_would_repeat_the_
     assert len(path.read_text().splitlines()) == len(rows)
 
 
-def test_a_lost_store_is_rebuilt_and_retrains_the_recorded_cells_to_the_same_dice(bench, tmp_path):
+
+def _rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_lost_store_imports_the_kept_baseline_and_retrains_the_recorded_cells_to_the_same_dice(bench, tmp_path):
     args = Namespace(cohort="calibrate", seed=0, arms="full,retrain", criteria="", random=0,
                      epochs=2, threads=1, device="cpu", work=tmp_path / "work", searches_from=None)
     bench.run(args)
     path = tmp_path / "results" / "calibrate" / "arms.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows = _rows(path)
     cells = [r for r in rows if r["arm"] == "full-cell"]
     assert len(cells) == 2
+    kept = json.loads((path.parent / "baseline" / "baseline.json").read_text())
+    assert kept["run_id"] == next(r["run_id"] for r in rows if r["arm"] == "baseline")
     # the store is gone (another machine) and the retrainings are still to do
     path.write_text("".join(json.dumps(r) + "\n" for r in rows if r["arm"] != "full-cell"))
     bench.run(Namespace(**{**vars(args), "work": tmp_path / "elsewhere"}))
-    rebuilds = [json.loads(line) for line in (path.parent / "rebuilds.jsonl").read_text().splitlines()]
-    assert len(rebuilds) == 1 and rebuilds[0]["matches"] and rebuilds[0]["max_patient_dice_difference"] == 0.0
-    again = [json.loads(line) for line in path.read_text().splitlines() if json.loads(line)["arm"] == "full-cell"]
-    # retrained from the rebuilt baseline and the recorded genotype: the same Dice as from the lost runs
+    (rebuild,) = _rows(path.parent / "rebuilds.jsonl")
+    assert rebuild["how"] == "import" and rebuild["matches"] and rebuild["max_patient_dice_difference"] == 0.0
+    again = [r for r in _rows(path) if r["arm"] == "full-cell"]
+    # retrained from the imported baseline and the recorded genotype: the same Dice as from the lost runs
     assert [r["patient_dice"] for r in again] == [r["patient_dice"] for r in cells]
     assert all(r["run_id"] not in {c["run_id"] for c in cells} for r in again)
 
 
-def test_a_rebuilt_baseline_that_differs_from_the_recorded_one_stops_the_run(bench, tmp_path):
+def test_without_a_kept_copy_the_baseline_is_trained_again_and_must_reproduce_the_recorded_dice(bench, tmp_path):
     args = Namespace(cohort="calibrate", seed=0, arms="full", criteria="", random=0,
                      epochs=1, threads=1, device="cpu", work=tmp_path / "work", searches_from=None)
     bench.run(args)
     path = tmp_path / "results" / "calibrate" / "arms.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    shutil.rmtree(path.parent / "baseline")
+    bench.run(Namespace(**{**vars(args), "arms": "retrain", "work": tmp_path / "elsewhere"}))
+    (rebuild,) = _rows(path.parent / "rebuilds.jsonl")
+    assert rebuild["how"] == "retrain" and rebuild["matches"] and rebuild["max_patient_dice_difference"] == 0.0
+    assert {bench.arm_key(r) for r in _rows(path)} >= {"full-cell@0", "full-cell@0/t1"}
+
+
+def test_a_retrained_baseline_that_differs_stops_the_run_until_the_cohort_is_rebased_on_it(bench, tmp_path):
+    args = Namespace(cohort="calibrate", seed=0, arms="full,retrain", criteria="", random=0,
+                     epochs=1, threads=1, device="cpu", work=tmp_path / "work", searches_from=None)
+    bench.run(args)
+    path = tmp_path / "results" / "calibrate" / "arms.jsonl"
+    shutil.rmtree(path.parent / "baseline")
+    rows = _rows(path)
     base = next(r for r in rows if r["arm"] == "baseline")
     first = sorted(base["patient_dice"])[0]
-    base["patient_dice"][first] += 0.01  # as if recorded from other weights
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    base["patient_dice"][first] += 0.01  # as if recorded from other weights (another CPU)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows if r["arm"] != "full-cell"))
+    elsewhere = Namespace(**{**vars(args), "arms": "retrain", "work": tmp_path / "elsewhere"})
     with pytest.raises(SystemExit, match="does not reproduce the recorded one"):
-        bench.run(Namespace(**{**vars(args), "arms": "retrain", "work": tmp_path / "elsewhere"}))
-    rebuild = json.loads((path.parent / "rebuilds.jsonl").read_text())
+        bench.run(elsewhere)
+    (rebuild,) = _rows(path.parent / "rebuilds.jsonl")
     assert not rebuild["matches"] and rebuild["max_patient_dice_difference"] == pytest.approx(0.01)
-    # nothing was retrained from it
-    assert len(path.read_text().splitlines()) == len(rows)
+    assert not any(r["arm"] == "full-cell" for r in _rows(path))  # nothing was retrained from it
+    # a second try stops at once: the same baseline is not trained a third time
+    with pytest.raises(SystemExit, match="rebase"):
+        bench.run(elsewhere)
+    assert len(_rows(path.parent / "rebuilds.jsonl")) == 1
+    # rebase: the retrained baseline becomes the cohort's; what came from the lost one is set aside
+    bench.rebase(Namespace(cohort="calibrate", threads=1, device="cpu", work=tmp_path / "elsewhere"))
+    rebased = _rows(path)
+    new_base = next(r for r in rebased if r["arm"] == "baseline")
+    assert new_base["run_id"] == rebuild["run_id"] and new_base["replaces"] == base["run_id"]
+    assert [r["arm"] for r in _rows(path.with_name(f"arms-baseline-{base['run_id'][:8]}.jsonl"))] == ["baseline"]
+    assert {r["arm"] for r in rebased} == {"baseline", "full"}
+    bench.run(elsewhere)
+    assert {bench.arm_key(r) for r in _rows(path)} >= {"full-cell@0", "full-cell@0/t1"}
+    assert len(_rows(path.parent / "rebuilds.jsonl")) == 1
