@@ -82,15 +82,19 @@ def test_a_lost_store_imports_the_kept_baseline_and_retrains_the_recorded_cells_
 
 
 def test_without_a_kept_copy_the_baseline_is_trained_again_and_must_reproduce_the_recorded_dice(bench, tmp_path):
-    args = Namespace(cohort="calibrate", seed=0, arms="full", criteria="", random=0,
+    args = Namespace(cohort="calibrate", seed=0, arms="none", criteria="", random=0,
                      epochs=1, threads=1, device="cpu", work=tmp_path / "work", searches_from=None)
-    bench.run(args)
-    path = tmp_path / "results" / "calibrate" / "arms.jsonl"
-    shutil.rmtree(path.parent / "baseline")
-    bench.run(Namespace(**{**vars(args), "arms": "retrain", "work": tmp_path / "elsewhere"}))
-    (rebuild,) = _rows(path.parent / "rebuilds.jsonl")
+    bench.run(args)  # the baseline alone: nothing used it, so no copy of its weights was kept
+    results = tmp_path / "results" / "calibrate"
+    assert not (results / "baseline").exists()
+    elsewhere = bench.Bench("calibrate", 1, "cpu", tmp_path / "elsewhere", 1)
+    uri = elsewhere.base_uri()
+    (rebuild,) = _rows(results / "rebuilds.jsonl")
     assert rebuild["how"] == "retrain" and rebuild["matches"] and rebuild["max_patient_dice_difference"] == 0.0
-    assert {bench.arm_key(r) for r in _rows(path)} >= {"full-cell@0", "full-cell@0/t1"}
+    assert uri == rebuild["model_uri"] and elsewhere.in_store(rebuild["run_id"])
+    # asked again, in the same store, it is not trained a second time
+    assert bench.Bench("calibrate", 1, "cpu", tmp_path / "elsewhere", 1).base_uri() == uri
+    assert len(_rows(results / "rebuilds.jsonl")) == 1
 
 
 def test_a_retrained_baseline_that_differs_stops_the_run_until_the_cohort_is_rebased_on_it(bench, tmp_path):
