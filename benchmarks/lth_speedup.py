@@ -40,9 +40,13 @@ timings, genotype); a rerun skips the arms found there, and an interrupted
 search or retraining is resumed from the checkpoint of its MLflow run (its time
 is then the sum of its per-epoch times, as ``search_seconds`` always is). On a
 machine whose ``--work`` store lacks the recorded runs, the remaining
-retrainings still run: the baseline is trained again and must reproduce the
-recorded per-patient test Dice (``rebuilds.jsonl`` records the check), and each
-searched cell is retrained from the genotype its row records.
+retrainings still run: the baseline is imported from the copy of its weights
+kept in ``<cohort>/baseline/`` (or, without one, trained again), and must
+reproduce the recorded per-patient test Dice (``rebuilds.jsonl`` records the
+check); each searched cell is retrained from the genotype its row records.
+``rebase`` makes a baseline trained again that does not reproduce the
+recorded one (another CPU) the cohort's, and sets aside the rows retrained
+from the lost one.
 
 ``summary`` reads those lines and writes ``summary.json``, ``tables.md`` and
 ``lth_speedup.png`` next to them: speed-up per seed and its geometric mean,
