@@ -132,6 +132,12 @@ def results_dir(cohort: str) -> Path:
     return RESULTS / cohort
 
 
+def stamped(cohort: str, fingerprint: str, row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with the bookkeeping every recorded arm carries (cohort, design, data, time; see :func:`_payload`)."""
+    return {"cohort": cohort, "design": asdict(DESIGN), "data_fingerprint": fingerprint,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **row}
+
+
 def read_rebuilds(cohort: str) -> list[dict[str, Any]]:
     """The checks of baselines brought back into a store that lost them (``rebuilds.jsonl``)."""
     path = results_dir(cohort) / "rebuilds.jsonl"
@@ -223,8 +229,7 @@ class Bench:
     # -- bookkeeping -------------------------------------------------------------------------------
 
     def record(self, row: dict[str, Any]) -> dict[str, Any]:
-        row = {"cohort": self.cohort, "design": asdict(DESIGN), "data_fingerprint": self.fingerprint,
-               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **row}
+        row = stamped(self.cohort, self.fingerprint, row)
         with (results_dir(self.cohort) / "arms.jsonl").open("a") as f:
             f.write(json.dumps(row) + "\n")
         self.done[arm_key(row)] = row
@@ -307,15 +312,18 @@ class Bench:
             self._rebuilt = self._restore_baseline(row)
         return self._rebuilt
 
-    def _kept_baselines(self) -> list[Path]:
-        return [folder / self.cohort / "baseline" for folder in (RESULTS, *self.sources)]
+    def kept_baseline(self, run_id: str) -> Path | None:
+        """The folder holding a kept copy of baseline ``run_id`` (this results folder or a ``--searches-from`` one)."""
+        for folder in (RESULTS, *self.sources):
+            meta = folder / self.cohort / "baseline" / "baseline.json"
+            if meta.is_file() and json.loads(meta.read_text()).get("run_id") == run_id:
+                return meta.parent
+        return None
 
     def keep_baseline(self, row: dict[str, Any]) -> None:
         """Copy the baseline's weights, config and version tags into ``<results>/<cohort>/baseline/``."""
-        for kept in self._kept_baselines():
-            meta = kept / "baseline.json"
-            if meta.is_file() and json.loads(meta.read_text()).get("run_id") == row["run_id"]:
-                return
+        if self.kept_baseline(row["run_id"]) is not None:
+            return
         from iac import registry
 
         dest = results_dir(self.cohort) / "baseline"
@@ -363,8 +371,7 @@ class Bench:
         for done in mlflow.search_runs(search_all_experiments=True, filter_string=filt, output_format="list"):
             if done.data.tags.get("bench_model_uri"):
                 return done.data.tags["bench_model_uri"]
-        kept = next((k for k in self._kept_baselines() if (k / "baseline.json").is_file()
-                     and json.loads((k / "baseline.json").read_text()).get("run_id") == row["run_id"]), None)
+        kept = self.kept_baseline(row["run_id"])
         failed = [e for e in read_rebuilds(self.cohort) if e["of_run_id"] == row["run_id"] and not e["matches"]
                   and e["store"] == os.environ["MLFLOW_TRACKING_URI"] and e["how"] == ("import" if kept else "retrain")]
         if failed:
@@ -696,8 +703,7 @@ def rebase(args: argparse.Namespace) -> None:
     row = {"arm": "baseline", "seed": None, "model_uri": new["model_uri"], "run_id": new["run_id"],
            "seconds": new["seconds"], "replaces": old["run_id"], "searches_ran_on": old["run_id"], **_plateau(new["run_id"])}
     row.update(bench.evaluate(new["model_uri"]))
-    row = {"cohort": bench.cohort, "design": asdict(DESIGN), "data_fingerprint": bench.fingerprint,
-           "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **row}
+    row = stamped(bench.cohort, bench.fingerprint, row)
     path = results_dir(args.cohort) / "arms.jsonl"
     rows = read_arms(args.cohort)
     moved = [r for r in rows if "model_uri" in r]
@@ -1085,13 +1091,11 @@ def figure(by: dict[str, dict], seeds: list[int], criteria: list[str], patients:
     for arm in [f"lth-{c}-cell" for c in criteria] + [f"control-{c}" for c in criteria]:
         for seed in seeds:
             if f"{arm}@{seed}" in by and f"full-cell@{seed}" in by:
-                d = 100 * (_patients(by[f"{arm}@{seed}"], patients) - _patients(by[f"full-cell@{seed}"], patients))
-                label = f"{arm.replace('-cell', '')}, seed {seed}"
                 if by[f"{arm}@{seed}"].get("copied_from") == "full-cell":  # the full search's own cell
                     same.setdefault(arm.replace("-cell", ""), []).append(str(seed))
                     continue
-                diffs.append(d)
-                names.append(label)
+                diffs.append(100 * (_patients(by[f"{arm}@{seed}"], patients) - _patients(by[f"full-cell@{seed}"], patients)))
+                names.append(f"{arm.replace('-cell', '')}, seed {seed}")
     for k in sorted(k for k in by if k.startswith("random-") or k == "continued"):
         for seed in seeds:
             if f"full-cell@{seed}" in by:
