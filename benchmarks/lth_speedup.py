@@ -924,6 +924,7 @@ def summarize(args: argparse.Namespace) -> None:
 
     from iac.nas.agreement import agreement, random_agreement
     from iac.nas.genotype import Genotype
+    from iac.stats.tables import format_p
     from iac.stats.tests import holm
 
     rows = read_arms(args.cohort)
@@ -1037,9 +1038,9 @@ def summarize(args: argparse.Namespace) -> None:
               "| comparison | n | mean (points) | SD (points) | HL estimate [90 % CI] (points) | p (one-sided) | p Holm |",
               "|---|---:|---:|---:|---|---:|---:|"]
     for t in tests:
-        ph = f"{t['p_holm']:.4f}" if "p_holm" in t else "-"
+        ph = format_p(t["p_holm"]) if "p_holm" in t else "-"
         lines.append(f"| {t['comparison']} | {t['n']} | {t['mean_points']:+.2f} | {t['sd_points']:.2f} | {t['hl_points']:+.2f} "
-                     f"[{t['ci_low_points']:+.2f}, {t['ci_high_points']:+.2f}] | {t['p']:.4f} | {ph} |")
+                     f"[{t['ci_low_points']:+.2f}, {t['ci_high_points']:+.2f}] | {format_p(t['p'])} | {ph} |")
 
     # Agreement with its yardsticks.
     def geno(row: dict[str, Any]) -> Genotype:
