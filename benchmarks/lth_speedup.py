@@ -1088,6 +1088,9 @@ def figure(by: dict[str, dict], seeds: list[int], criteria: list[str], patients:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    def against_full(row: dict[str, Any], seed: int) -> np.ndarray:
+        return 100 * (_patients(row, patients) - _patients(by[f"full-cell@{seed}"], patients))
+
     diffs, names, same = [], [], {}
     for arm in [f"lth-{c}-cell" for c in criteria] + [f"control-{c}" for c in criteria]:
         for seed in seeds:
@@ -1095,12 +1098,12 @@ def figure(by: dict[str, dict], seeds: list[int], criteria: list[str], patients:
                 if by[f"{arm}@{seed}"].get("copied_from") == "full-cell":  # the full search's own cell
                     same.setdefault(arm.replace("-cell", ""), []).append(str(seed))
                     continue
-                diffs.append(100 * (_patients(by[f"{arm}@{seed}"], patients) - _patients(by[f"full-cell@{seed}"], patients)))
+                diffs.append(against_full(by[f"{arm}@{seed}"], seed))
                 names.append(f"{arm.replace('-cell', '')}, seed {seed}")
     for k in sorted(k for k in by if k.startswith("random-") or k == "continued"):
         for seed in seeds:
             if f"full-cell@{seed}" in by:
-                diffs.append(100 * (_patients(by[k], patients) - _patients(by[f"full-cell@{seed}"], patients)))
+                diffs.append(against_full(by[k], seed))
                 names.append(f"{k}, seed {seed}")
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, max(4.5, 1.5 + 0.24 * len(names))),
                                    gridspec_kw={"width_ratios": [1, 1.2]})
